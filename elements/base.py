@@ -1,0 +1,134 @@
+"""The element contract — the source of truth for what an element is.
+
+An element type is one small class on `ElementBase` plus one `@register` line:
+
+- `type_name`: the `type` string accepted in flow definitions.
+- `Config`: a pydantic model of the type-specific settings. They arrive as the extra top-level
+  keys of the element definition (as in the seed: `"temperature": 0.7`) or inside a nested
+  `"config": {...}`; the nested object wins. Validation errors of `Config` are reported by
+  `/execute` as 422 problems at `flow_definition.elements.<id>.<field>` before anything runs.
+  `check(definition, config, settings)` may add problems of its own (compile errors, a feature
+  switched off by the environment).
+- `__init__` is light: it keeps the definition and the validated config, nothing else. Heavy
+  clients (boto3, aptos RestClient, the sandbox fork server) live in `services/` and are
+  reached through `ctx.service(name)`: created once per process, never per call.
+- `async execute(inputs, ctx)` receives the resolved inputs (already checked against
+  `input_schema`) and returns a dict of outputs (checked against `output_schema` afterwards),
+  or an `ElementResult` when it also selects output ports (routing elements: `case`,
+  `flow_select`). It must never block the event loop: blocking SDK calls go to a thread in the
+  service, CPU-heavy work goes elsewhere by `placement`.
+- Streaming: an element with `streams = True` calls `ctx.emit_chunk(text)` for every piece of
+  text as it arrives; each becomes an `llm_chunk` event between its `element_started` and
+  `element_completed`.
+- Errors: raise `engine.errors.ElementError` (or a subclass) with a message that names the
+  field and what to do. Errors with `transient = True` (`TransientError`: throttling, network)
+  are retried when the element has a `retry` policy; anything else fails at once.
+- Cancellation: the scheduler cancels the running coroutine (timeout, flow deadline, user
+  cancel, a sibling's failure). An element that holds an external resource (an LLM stream, a
+  sandbox process) releases it in `except asyncio.CancelledError` / `finally` at once.
+- `placement` says where the runtime may run it: `INLINE` (trivial; runs in the coordinator's
+  event loop — a Ray task would cost 1–350 ms for microseconds of work), `IO` (awaits network
+  I/O through `services/`; also on the coordinator's loop, blocking SDK calls in threads),
+  `SANDBOX` (user code; the service routes it to the sandbox actor's fork server), `TASK`
+  (CPU-heavy; a Ray task of its own).
+- `routes = True` marks elements whose connections name a branch in `from_output`;
+  `branch_ports()` lists the branch names that exist, for validation.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.models import ElementDefinition
+
+if TYPE_CHECKING:
+    from engine.settings import Settings
+
+
+class Placement(enum.StrEnum):
+    INLINE = "inline"
+    IO = "io"
+    SANDBOX = "sandbox"
+    TASK = "task"
+
+
+class NoConfig(BaseModel):
+    """Config of an element type without type-specific settings; unknown keys are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+@dataclass(frozen=True)
+class ElementResult:
+    """Outputs of a run, and for routing elements the branch ports that were taken."""
+
+    outputs: dict[str, Any]
+    ports: frozenset[str] | None = None  # None: every connection of the element is active
+
+
+@dataclass
+class ElementContext:
+    """What a running element may use besides its inputs."""
+
+    flow_id: str
+    element_id: str
+    settings: Settings
+    services: Any  # services.hub.ServiceHub: lazily built, per-process clients
+    emit_chunk_event: Callable[[str, int], None] = field(default=lambda chunk, index: None)
+    _chunk_index: int = 0
+
+    def emit_chunk(self, text: str) -> None:
+        """Relay one piece of streamed text as an `llm_chunk` event (index 0, 1, 2, …)."""
+        self.emit_chunk_event(text, self._chunk_index)
+        self._chunk_index += 1
+
+    def service(self, name: str) -> Any:
+        return self.services.get(name)
+
+
+class ElementBase:
+    type_name: ClassVar[str] = ""
+    Config: ClassVar[type[BaseModel]] = NoConfig
+    placement: ClassVar[Placement] = Placement.INLINE
+    streams: ClassVar[bool] = False
+    routes: ClassVar[bool] = False
+    fixed_outputs: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, definition: ElementDefinition, config: BaseModel):
+        self.definition = definition
+        self.config = config
+
+    @property
+    def element_id(self) -> str:
+        return self.definition.element_id
+
+    @classmethod
+    def parse_config(cls, definition: ElementDefinition) -> BaseModel:
+        """Validate the type-specific settings; raises pydantic.ValidationError."""
+        return cls.Config.model_validate(definition.settings())
+
+    @classmethod
+    def check(cls, definition: ElementDefinition, config: BaseModel, settings: Settings) -> list[tuple[str, str]]:
+        """Extra problems as `(sub_path, message)`; `sub_path` is relative to the element."""
+        return []
+
+    def branch_ports(self) -> frozenset[str]:
+        """Routing elements: the branch names connections may use in `from_output`."""
+        return frozenset()
+
+    def output_ports(self) -> frozenset[str] | None:
+        """Names a connection may use in `from_output`; None when not declared (no check)."""
+        if self.routes:
+            return self.branch_ports()
+        declared = frozenset(self.definition.output_schema)
+        if not declared:
+            return None
+        return declared | self.fixed_outputs
+
+    async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any] | ElementResult:
+        raise NotImplementedError

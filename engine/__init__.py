@@ -1,0 +1,1 @@
+"""Pure flow-engine logic: models, validation, scheduling, events. Importable without Ray."""

@@ -1,0 +1,159 @@
+"""Pydantic models at the boundary: the `/execute` request, flow definitions and the event envelope.
+
+Contract:
+- `ExecuteRequest` is the body of `POST /execute` exactly as in the seed brief; unknown keys
+  in `config` and in element definitions are kept (element type-specific config lives there).
+- `ElementDefinition.settings()` returns the type-specific configuration of an element: its
+  extra top-level keys merged with an optional nested `config` object (nested wins).
+- `Event` is the envelope sent to Backend 2: `{type, flow_id, seq, timestamp, element_id, data}`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PortType = Literal["string", "number", "integer", "boolean", "object", "array", "any"]
+
+COMMON_ELEMENT_FIELDS = frozenset(
+    {
+        "type",
+        "element_id",
+        "name",
+        "description",
+        "input_schema",
+        "output_schema",
+        "on_error",
+        "timeout",
+        "retry",
+        "config",
+        "position",
+    }
+)
+
+
+class PortSpec(BaseModel):
+    """One declared input or output of an element."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: PortType = "any"
+    required: bool = False
+    description: str | None = None
+
+
+class RetryPolicy(BaseModel):
+    """Retries of transient element errors, with exponential backoff and full jitter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    initial_delay: float = Field(default=0.2, ge=0, le=60)
+    max_delay: float = Field(default=5.0, ge=0, le=300)
+
+
+class ElementDefinition(BaseModel):
+    """An element as the flow builder sends it: common fields plus type-specific keys."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(min_length=1, max_length=100)
+    element_id: str = Field(min_length=1, max_length=200)
+    name: str = ""
+    description: str = ""
+    input_schema: dict[str, PortSpec] = Field(default_factory=dict)
+    output_schema: dict[str, PortSpec] = Field(default_factory=dict)
+    on_error: Literal["fail", "continue"] = "fail"
+    timeout: float | None = Field(default=None, gt=0, le=86400)
+    retry: RetryPolicy | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    def settings(self) -> dict[str, Any]:
+        """Type-specific configuration: extra top-level keys, overridden by `config`."""
+        extra = dict(self.model_extra or {})
+        extra.update(self.config)
+        return extra
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.element_id
+
+
+class Connection(BaseModel):
+    """An edge. Without ports it carries all source outputs to same-named target inputs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    from_id: str = Field(min_length=1)
+    to_id: str = Field(min_length=1)
+    from_output: str | None = None
+    to_input: str | None = None
+
+
+class FlowDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    flow_id: str = Field(min_length=1, max_length=200)
+    elements: dict[str, ElementDefinition]
+    connections: list[Connection] = Field(default_factory=list)
+    start_element_id: str = Field(min_length=1)
+
+
+class ExecutionConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    max_execution_time: float = Field(default=300, gt=0, le=86400)
+
+
+class ExecuteRequest(BaseModel):
+    """Body of `POST /execute`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flow_id: str = Field(min_length=1, max_length=200, pattern=r"^[^/\s]+$")
+    flow_definition: FlowDefinition
+    initial_inputs: dict[str, Any] = Field(default_factory=dict)
+    backend2_ws_url: str = Field(min_length=1, max_length=2000)
+    config: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    @field_validator("backend2_ws_url")
+    @classmethod
+    def _websocket_scheme(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value
+
+
+EventType = Literal[
+    "flow_started",
+    "element_started",
+    "llm_chunk",
+    "element_completed",
+    "element_error",
+    "element_skipped",
+    "flow_completed",
+]
+
+
+def utc_timestamp() -> str:
+    """ISO-8601 UTC with milliseconds and a `Z`, as in the event envelope."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Event(BaseModel):
+    """The envelope of every message sent to Backend 2."""
+
+    type: EventType
+    flow_id: str
+    seq: int = Field(ge=1)
+    timestamp: str
+    element_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    def to_message(self) -> dict[str, Any]:
+        message = self.model_dump()
+        if message["element_id"] is None:
+            del message["element_id"]
+        return message
