@@ -15,7 +15,7 @@ _REGISTRY: dict[str, type[ElementBase]] = {}
 E = TypeVar("E", bound=type[ElementBase])
 
 
-def register(cls: E) -> E:
+def register[E: type[ElementBase]](cls: E) -> E:
     name = cls.type_name
     if not name:
         raise ValueError(f"{cls.__name__} has no type_name")

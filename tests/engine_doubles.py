@@ -1,0 +1,126 @@
+"""Test-only element types for exercising the scheduler: sleep, fail, flaky, echo, route."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from elements.base import ElementBase, ElementResult
+from elements.registry import register
+from engine.errors import ElementError, TransientError
+
+CALLS: dict[str, list[float]] = {}
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = 0.0
+    failures: int = 0
+    port: str | None = None
+    value: Any = None
+
+
+def _mark(ctx, what: str) -> None:
+    CALLS.setdefault(f"{ctx.flow_id}/{ctx.element_id}/{what}", []).append(time.monotonic())
+
+
+@register
+class EchoElement(ElementBase):
+    """Sleeps `seconds`, then outputs its inputs (plus `value` under `echo` when set)."""
+
+    type_name = "test_echo"
+    Config = _Config
+
+    async def execute(self, inputs, ctx):
+        _mark(ctx, "start")
+        if self.config.seconds:
+            await asyncio.sleep(self.config.seconds)
+        _mark(ctx, "end")
+        out = dict(inputs)
+        if self.config.value is not None:
+            out["echo"] = self.config.value
+        return out
+
+
+@register
+class FailElement(ElementBase):
+    type_name = "test_fail"
+    Config = _Config
+
+    async def execute(self, inputs, ctx):
+        raise ElementError("boom: this element always fails", error_type="test_failure")
+
+
+@register
+class FlakyElement(ElementBase):
+    """Fails transiently `failures` times per flow, then succeeds."""
+
+    type_name = "test_flaky"
+    Config = _Config
+
+    async def execute(self, inputs, ctx):
+        _mark(ctx, "attempt")
+        if len(CALLS[f"{ctx.flow_id}/{ctx.element_id}/attempt"]) <= self.config.failures:
+            raise TransientError("throttled, try again", error_type="throttled")
+        return {"ok": True}
+
+
+@register
+class RouteElement(ElementBase):
+    """Routes to the configured `port` (branches: yes, no, default)."""
+
+    type_name = "test_route"
+    Config = _Config
+    routes = True
+
+    def branch_ports(self):
+        return frozenset({"yes", "no", "default"})
+
+    async def execute(self, inputs, ctx):
+        return ElementResult(outputs=dict(inputs), ports=frozenset({self.config.port or "default"}))
+
+
+@register
+class ChunkElement(ElementBase):
+    type_name = "test_chunks"
+    Config = _Config
+    streams = True
+
+    async def execute(self, inputs, ctx):
+        text = ""
+        for piece in ["a", "b", "c"]:
+            ctx.emit_chunk(piece)
+            text += piece
+            await asyncio.sleep(0)
+        return {"text": text}
+
+
+def flow(elements: dict[str, dict], connections: list[tuple], *, start="s", inputs=None, config=None, flow_id="f-1"):
+    """A request body: elements as {id: {type, ...}}, connections as (from, to[, from_output, to_input])."""
+    defs = {eid: {"element_id": eid, **spec} for eid, spec in elements.items()}
+    conns = []
+    for item in connections:
+        conn = {"from_id": item[0], "to_id": item[1]}
+        if len(item) > 2 and item[2]:
+            conn["from_output"] = item[2]
+        if len(item) > 3 and item[3]:
+            conn["to_input"] = item[3]
+        conns.append(conn)
+    return {
+        "flow_id": flow_id,
+        "flow_definition": {"flow_id": flow_id, "elements": defs, "connections": conns, "start_element_id": start},
+        "initial_inputs": inputs or {},
+        "backend2_ws_url": "ws://127.0.0.1:9/ws",
+        "config": config or {},
+    }
+
+
+def assert_well_formed(events) -> None:
+    """seq contiguous from 1, flow_started first, flow_completed last and only once."""
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[0].type == "flow_started"
+    assert events[-1].type == "flow_completed"
+    assert sum(e.type == "flow_completed" for e in events) == 1
