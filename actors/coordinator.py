@@ -1,0 +1,153 @@
+"""FlowCoordinator: the thin Ray shell around the scheduler — orchestration only.
+
+Contract: one async actor runs many flows concurrently (the pool is sized by
+`COORDINATOR_COUNT`; flows are assigned by flow id, see `actors.directory`). `submit(body)`
+validates with the same function as the ingress, refuses a flow id that is already running
+(`conflict`), otherwise starts the run as an asyncio task and returns at once. Events go to
+the streamer through an `EventForwarder`. `status` answers for running flows and for finished
+ones until `EVENT_RETENTION_SECONDS` after they ended; `cancel` reaches running work through
+the scheduler (which cancels element coroutines, Ray tasks and sandbox runs). It does no I/O
+of its own: elements and `services/` do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from actors.directory import get_streamer
+from actors.event_forwarder import EventForwarder
+from actors.placement import RayInvoker
+from engine.events import Redactor
+from engine.logging_setup import configure_logging
+from engine.scheduler import FlowRun
+from engine.settings import get_settings
+from engine.validation import validate_request
+from services.hub import ServiceHub
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _ActiveFlow:
+    run: FlowRun
+    task: asyncio.Task
+    url: str
+
+
+class FlowCoordinatorCore:
+    def __init__(self, index: int, count: int, streamer: Any, services: ServiceHub):
+        self.index = index
+        self.count = count
+        self.settings = services.settings
+        self.streamer = streamer
+        self.services = services
+        self.invoker = RayInvoker()
+        self.redactor = Redactor(self.settings.secret_values())
+        self.active: dict[str, _ActiveFlow] = {}
+        self.finished: collections.OrderedDict[str, tuple[float, dict[str, Any]]] = collections.OrderedDict()
+        self.completed_count = 0
+
+    async def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        flow_id = body.get("flow_id")
+        if isinstance(flow_id, str) and flow_id in self.active:
+            return {"outcome": "conflict", "flow_id": flow_id}
+        validation = validate_request(body, self.settings)
+        if not validation.ok:
+            return {"outcome": "invalid", "problems": [p.as_dict() for p in validation.problems]}
+        request, plan = validation.request, validation.plan
+        assert request is not None and plan is not None
+        forwarder = EventForwarder(self.streamer, request.flow_id, request.backend2_ws_url)
+        run = FlowRun(
+            plan=plan,
+            initial_inputs=request.initial_inputs,
+            sink=forwarder,
+            settings=self.settings,
+            services=self.services,
+            invoker=self.invoker,
+            max_execution_time=request.config.max_execution_time,
+            redactor=self.redactor,
+        )
+        self.finished.pop(request.flow_id, None)
+        task = asyncio.get_running_loop().create_task(self._execute(run, forwarder), name=f"flow/{request.flow_id}")
+        self.active[request.flow_id] = _ActiveFlow(run, task, request.backend2_ws_url)
+        return {
+            "outcome": "started",
+            "flow_id": request.flow_id,
+            "warnings": [p.as_dict() for p in validation.warnings],
+        }
+
+    async def _execute(self, run: FlowRun, forwarder: EventForwarder) -> None:
+        flow_id = run.plan.flow_id
+        try:
+            await run.run()
+        except Exception:
+            log.exception("flow %s: the scheduler failed", flow_id)
+        finally:
+            await forwarder.close()
+            self.active.pop(flow_id, None)
+            self.finished[flow_id] = (time.monotonic(), run.snapshot())
+            self.completed_count += 1
+            self._expire()
+
+    def _expire(self) -> None:
+        horizon = time.monotonic() - self.settings.event_retention_seconds
+        while self.finished:
+            ended, _ = next(iter(self.finished.values()))
+            if ended > horizon:
+                break
+            self.finished.popitem(last=False)
+
+    async def status(self, flow_id: str) -> dict[str, Any] | None:
+        self._expire()
+        active = self.active.get(flow_id)
+        if active is not None:
+            return active.run.snapshot()
+        finished = self.finished.get(flow_id)
+        return finished[1] if finished else None
+
+    async def cancel(self, flow_id: str, reason: str = "cancelled by request") -> dict[str, Any] | None:
+        """None if the flow is unknown; else its status once the cancellation has taken effect."""
+        active = self.active.get(flow_id)
+        if active is None:
+            return await self.status(flow_id)
+        active.run.cancel(reason)
+        await asyncio.wait({active.task}, timeout=5)
+        return await self.status(flow_id)
+
+    async def stats(self) -> dict[str, Any]:
+        self._expire()
+        return {
+            "index": self.index,
+            "running": len(self.active),
+            "retained": len(self.finished),
+            "completed": self.completed_count,
+        }
+
+    async def shutdown(self) -> None:
+        for active in list(self.active.values()):
+            active.run.cancel("the coordinator is shutting down")
+        await asyncio.gather(*(a.task for a in self.active.values()), return_exceptions=True)
+        await self.services.aclose()
+
+
+def _service_overrides(settings: Any) -> dict[str, Any]:
+    """Under Ray, custom code runs in the sandbox actor, not in a fork server of this process."""
+    from actors.sandbox import sandbox_client_for_ray
+
+    return {"sandbox": sandbox_client_for_ray(settings)}
+
+
+@ray.remote
+class FlowCoordinator(FlowCoordinatorCore):
+    def __init__(self, index: int, count: int):
+        settings = get_settings()
+        configure_logging(settings)
+        services = ServiceHub(settings, overrides=_service_overrides(settings))
+        super().__init__(index, count, get_streamer(), services)

@@ -1,0 +1,61 @@
+"""Forwards one flow's events from its coordinator to the Backend 2 streamer actor.
+
+Contract: it is the scheduler's sink. `__call__` never blocks: it queues the event and makes
+sure a flush is scheduled on the running loop. A flush sends everything queued so far as one
+`publish` call, and only one publish per flow is in flight at a time, so batches reach the
+streamer in `seq` order and a burst of LLM tokens costs one actor call, not one per token.
+`close()` flushes the rest and tells the streamer the flow has ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from engine.models import Event
+
+log = logging.getLogger(__name__)
+
+_PUBLISH_ATTEMPTS = 5
+
+
+class EventForwarder:
+    def __init__(self, streamer: Any, flow_id: str, url: str):
+        self._streamer = streamer
+        self._flow_id = flow_id
+        self._url = url
+        self._queued: list[dict[str, Any]] = []
+        self._flush: asyncio.Task | None = None
+
+    def __call__(self, event: Event) -> None:
+        self._queued.append(event.to_message())
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                await self._publish(batch)
+        finally:
+            self._flush = None
+
+    async def _publish(self, batch: list[dict[str, Any]]) -> None:
+        for attempt in range(1, _PUBLISH_ATTEMPTS + 1):
+            try:
+                await self._streamer.publish.remote(self._flow_id, self._url, batch)
+                return
+            except Exception as exc:  # the streamer restarting: try again shortly
+                if attempt == _PUBLISH_ATTEMPTS:
+                    log.error("flow %s: %d events not handed to the streamer: %s", self._flow_id, len(batch), exc)
+                    return
+                await asyncio.sleep(0.2 * attempt)
+
+    async def close(self) -> None:
+        while self._flush is not None:
+            await asyncio.shield(self._flush)
+        try:
+            await self._streamer.finish.remote(self._flow_id)
+        except Exception as exc:
+            log.error("flow %s: streamer not told the flow ended: %s", self._flow_id, exc)

@@ -1,0 +1,1 @@
+"""The HTTP layer's helpers: response schemas and request guards. Translation only."""
