@@ -1,0 +1,35 @@
+"""cluster.yaml and serve_config.yaml load with Ray's own validators (no network)."""
+
+import copy
+from pathlib import Path
+
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.serve.schema import ServeDeploySchema
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_cluster_yaml_passes_rays_validator():
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    types = prepared["available_node_types"]
+    assert types["sandbox"]["resources"]["sandbox"] > 0
+    assert prepared["head_node_type"] == "head"
+    assert any("serve deploy serve_config.yaml" in c for c in prepared["head_start_ray_commands"])
+    assert any("requirements.txt" in c for c in prepared["setup_commands"])
+
+
+def test_serve_config_passes_serves_schema():
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    schema = (
+        ServeDeploySchema.model_validate(config)
+        if hasattr(ServeDeploySchema, "model_validate")
+        else ServeDeploySchema.parse_obj(config)
+    )
+    app = schema.applications[0]
+    assert app.import_path == "serve_app:app"
+    assert app.runtime_env["env_vars"]["SANDBOX_RESOURCE"] == "sandbox"
+    deployment = app.deployments[0]
+    assert deployment.name == "FlowExecutor"
