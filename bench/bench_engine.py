@@ -9,6 +9,7 @@ Prints `name: value unit` lines.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import statistics
 import time
@@ -39,7 +40,7 @@ def _body(elements: dict[str, dict], connections: list[tuple[str, str]]) -> dict
 
 def chain(n: int) -> dict[str, Any]:
     ids = ["s", *[f"e{i}" for i in range(1, n)]]
-    return _body({i: {"type": "bench_noop"} for i in ids}, list(zip(ids, ids[1:], strict=False)))
+    return _body({i: {"type": "bench_noop"} for i in ids}, list(itertools.pairwise(ids)))
 
 
 def fan(n: int) -> dict[str, Any]:
@@ -78,7 +79,7 @@ def langgraph_graph(shape: str, n: int):
         for i in ids:
             graph.add_node(i, noop)
         graph.add_edge(START, ids[0])
-        for a, b in zip(ids, ids[1:], strict=False):
+        for a, b in itertools.pairwise(ids):
             graph.add_edge(a, b)
         graph.add_edge(ids[-1], END)
     else:

@@ -45,7 +45,9 @@ def run_one(module: str) -> tuple[str, float]:
         done = subprocess.run(
             [sys.executable, "-m", module], cwd=ROOT, capture_output=True, text=True, timeout=LIMIT_SECONDS
         )
-        output = done.stdout + (f"\n(exit {done.returncode}: {done.stderr.strip()[-800:]})\n" if done.returncode else "")
+        output = done.stdout + (
+            f"\n(exit {done.returncode}: {done.stderr.strip()[-800:]})\n" if done.returncode else ""
+        )
     except subprocess.TimeoutExpired as exc:
         output = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         output += f"\n(stopped after {LIMIT_SECONDS} s)\n"
