@@ -1,0 +1,85 @@
+"""`chat_input` and `context_history`: the user's message and the conversation so far.
+
+- `chat_input`: outputs `message`, read from the input named by `input_key` (default
+  `message`; the start element passes `initial_inputs` on), else `default`, else an error.
+- `context_history`: reads a list of `{role, content}` (roles user/assistant/system) from the
+  input named by `input_key` (default `history`; absent = empty), keeps the last
+  `max_messages`, outputs `history` (list) and `history_text` (`role: content` lines).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from elements.base import ElementBase, ElementContext
+from elements.registry import register
+from engine.errors import InputValidationError
+
+
+class ChatInputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_key: str = "message"
+    default: str | None = None
+
+
+@register
+class ChatInputElement(ElementBase):
+    type_name = "chat_input"
+    Config = ChatInputConfig
+    fixed_outputs = frozenset({"message"})
+
+    async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
+        message = inputs.get(self.config.input_key, self.config.default)
+        if message is None:
+            raise InputValidationError(
+                f"chat_input '{self.definition.display_name}': no input '{self.config.input_key}'; "
+                "send it in initial_inputs or set 'default'"
+            )
+        if not isinstance(message, str):
+            raise InputValidationError(
+                f"chat_input '{self.definition.display_name}': '{self.config.input_key}' must be a string, "
+                f"got {type(message).__name__}"
+            )
+        return {"message": message}
+
+
+class Turn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["user", "assistant", "system"]
+    content: str
+
+
+class ContextHistoryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_key: str = "history"
+    max_messages: int = Field(default=20, ge=1, le=10_000)
+
+
+@register
+class ContextHistoryElement(ElementBase):
+    type_name = "context_history"
+    Config = ContextHistoryConfig
+    fixed_outputs = frozenset({"history", "history_text"})
+
+    async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
+        raw = inputs.get(self.config.input_key) or []
+        if not isinstance(raw, list):
+            raise InputValidationError(f"'{self.config.input_key}' must be a list of {{role, content}} objects")
+        turns = []
+        for index, item in enumerate(raw):
+            try:
+                turns.append(Turn.model_validate(item))
+            except ValueError:
+                raise InputValidationError(
+                    f"'{self.config.input_key}[{index}]' must be {{role: user|assistant|system, content: string}}"
+                ) from None
+        window = turns[-self.config.max_messages :]
+        return {
+            "history": [turn.model_dump() for turn in window],
+            "history_text": "\n".join(f"{turn.role}: {turn.content}" for turn in window),
+        }
