@@ -1,0 +1,100 @@
+"""A real `websockets` Backend 2 on 127.0.0.1 for tests, in its own thread and event loop.
+
+It records every message per path (and deduplicated by seq per flow), can be stopped and
+restarted on the same port, and can read slowly (`read_delay` seconds per message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+
+
+class FakeBackend2:
+    def __init__(self, port: int = 0, read_delay: float = 0.0):
+        self.port = port
+        self.read_delay = read_delay
+        self.raw: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.connections = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-backend2")
+        self._thread.start()
+        self._server = None
+        self._live: set[ServerConnection] = set()
+        self._lock = threading.Lock()
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    def start(self) -> FakeBackend2:
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        self._server = await serve(self._handle, "127.0.0.1", self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        """Kill the server and every open connection, as a crash would."""
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+
+    async def _stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close(close_connections=False)
+            for connection in list(self._live):
+                connection.transport.abort()  # no closing handshake: a crash, not a goodbye
+            await asyncio.wait_for(server.wait_closed(), 5)
+
+    def shutdown(self) -> None:
+        self.stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        path = connection.request.path
+        with self._lock:
+            self.connections += 1
+        self._live.add(connection)
+        try:
+            async for message in connection:
+                if self.read_delay:
+                    await asyncio.sleep(self.read_delay)
+                if self._server is None:  # stopped: what is still buffered is lost, as in a crash
+                    return
+                with self._lock:
+                    self.raw[path].append(json.loads(message))
+        finally:
+            self._live.discard(connection)
+
+    def messages(self, path: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.raw.get("/" + path.lstrip("/"), []))
+
+    def unique(self, path: str) -> list[dict[str, Any]]:
+        """What a Backend 2 deduplicating by seq keeps, in arrival order."""
+        seen: set[int] = set()
+        kept = []
+        for message in self.messages(path):
+            if message["seq"] not in seen:
+                seen.add(message["seq"])
+                kept.append(message)
+        return kept
+
+    def wait_for(self, path: str, predicate, timeout: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.unique(path)
+            if predicate(found):
+                return found
+            time.sleep(0.01)
+        raise AssertionError(f"timed out waiting on {path}; got {len(self.unique(path))} events")
+
+    def wait_for_completion(self, path: str, timeout: float = 20.0) -> list[dict[str, Any]]:
+        return self.wait_for(path, lambda events: any(e["type"] == "flow_completed" for e in events), timeout)
