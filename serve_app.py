@@ -7,7 +7,6 @@ Contract: routes only translate HTTP to calls on the coordinator and streamer ac
   `POST /flows/{id}/cancel`, OpenAPI at `/docs`. Bearer auth when `API_KEY` is set.
 """
 
-from __future__ import annotations
 
 import json
 from typing import Any

@@ -139,8 +139,10 @@ class FlowCoordinatorCore:
 
 def _service_overrides(settings: Any) -> dict[str, Any]:
     """Under Ray, custom code runs in the sandbox actor, not in a fork server of this process."""
-    from actors.sandbox import sandbox_client_for_ray
-
+    try:
+        from actors.sandbox import sandbox_client_for_ray
+    except ImportError:  # no sandbox actor in this build: custom_code uses the in-process service
+        return {}
     return {"sandbox": sandbox_client_for_ray(settings)}
 
 

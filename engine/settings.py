@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     event_retention_seconds: float = Field(default=3600, ge=0)
     event_buffer_limit: int = Field(default=10_000, ge=10)
     coordinator_count: int = Field(default=2, ge=1, le=64)
+
+    @field_validator(
+        "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aptos_private_key", "api_key",
+        "bedrock_endpoint_url", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     def allowed_hosts(self) -> frozenset[str]:
         return frozenset(h.strip().lower() for h in self.backend2_allowed_hosts.split(",") if h.strip())

@@ -1,0 +1,172 @@
+"""The service end to end: real Ray Serve, HTTP, coordinators, streamer, websockets Backend 2."""
+
+import concurrent.futures
+import json
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fixtures.service import free_port
+
+pytestmark = pytest.mark.ray
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def new_id(prefix="flow"):
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def seed_flow(backend2, flow_id=None, **changes):
+    """The seed's example with a data_block standing in for llm_text (own tests cover the LLM)."""
+    body = json.loads((EXAMPLES / "seed_llm.json").read_text())
+    flow_id = flow_id or new_id("seed")
+    body["flow_id"] = body["flow_definition"]["flow_id"] = flow_id
+    body["flow_definition"]["elements"]["llm-1"] = {
+        "type": "data_block",
+        "element_id": "llm-1",
+        "name": "Stand-in",
+        "data": {"llm_output": "Fine, thanks!"},
+    }
+    body["backend2_ws_url"] = backend2.url(f"ws/{flow_id}")
+    body.update(changes)
+    return body
+
+
+def post(service, body, **kwargs):
+    return httpx.post(f"{service}/execute", json=body, timeout=30, **kwargs)
+
+
+def test_health_and_docs(service):
+    assert httpx.get(f"{service}/health").json()["status"] == "healthy"
+    assert httpx.get(f"{service}/docs").status_code == 200
+    spec = httpx.get(f"{service}/openapi.json").json()
+    assert {"/execute", "/health", "/flows/{flow_id}", "/flows/{flow_id}/events", "/flows/{flow_id}/cancel"} <= set(
+        spec["paths"]
+    )
+
+
+def test_seed_flow_streams_every_event_in_order(service, backend2):
+    body = seed_flow(backend2)
+    flow_id = body["flow_id"]
+    t0 = time.monotonic()
+    response = post(service, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "started" and response.json()["flow_id"] == flow_id
+    events = backend2.wait_for_completion(f"ws/{flow_id}")
+    assert time.monotonic() - t0 < 10
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[0]["type"] == "flow_started" and events[-1]["type"] == "flow_completed"
+    assert events[-1]["data"]["status"] == "completed"
+    assert events[-1]["data"]["outputs"] == {"text_output": "Fine, thanks!"}
+    types = [(e["type"], e.get("element_id")) for e in events]
+    assert ("element_started", "llm-1") in types and ("element_completed", "end-1") in types
+    assert len(backend2.messages(f"ws/{flow_id}")) == len(events)  # nothing sent twice
+
+
+def test_status_and_event_replay(service, backend2):
+    body = seed_flow(backend2)
+    flow_id = body["flow_id"]
+    assert post(service, body).status_code == 200
+    streamed = backend2.wait_for_completion(f"ws/{flow_id}")
+    status = httpx.get(f"{service}/flows/{flow_id}").json()
+    assert status["status"] == "completed"
+    assert status["outputs"] == {"text_output": "Fine, thanks!"}
+    assert set(status["elements"]) == {"start-1", "llm-1", "end-1"}
+    assert all(e["state"] == "completed" for e in status["elements"].values())
+    assert status["last_seq"] == len(streamed)
+    replay = httpx.get(f"{service}/flows/{flow_id}/events", params={"after_seq": 2}).json()["events"]
+    assert replay == streamed[2:]
+    assert httpx.get(f"{service}/flows/nope-{uuid.uuid4().hex}").status_code == 404
+    assert httpx.get(f"{service}/flows/{flow_id}/events", params={"after_seq": "x"}).status_code == 422
+
+
+def test_invalid_flows_get_422_with_every_problem_and_nothing_starts(service, backend2):
+    body = seed_flow(backend2)
+    flow_id = body["flow_id"]
+    body["flow_definition"]["elements"]["llm-1"]["type"] = "teleport"
+    body["flow_definition"]["connections"].append({"from_id": "end-1", "to_id": "ghost"})
+    body["backend2_ws_url"] = "http://not-a-websocket"
+    response = post(service, body)
+    assert response.status_code == 422
+    paths = {p["path"] for p in response.json()["problems"]}
+    assert {
+        "flow_definition.elements.llm-1.type",
+        "flow_definition.connections[2].to_id",
+        "backend2_ws_url",
+    } <= paths
+    assert httpx.get(f"{service}/flows/{flow_id}").status_code == 404
+    cycle = seed_flow(backend2)
+    cycle["flow_definition"]["connections"].append({"from_id": "end-1", "to_id": "llm-1"})
+    problems = post(service, cycle).json()["problems"]
+    assert any("cycle: " in p["message"] for p in problems)
+    bad = httpx.post(f"{service}/execute", content=b"{oops", headers={"content-type": "application/json"})
+    assert bad.status_code == 422 and "not valid JSON" in bad.json()["problems"][0]["message"]
+
+
+def test_a_running_flow_id_gets_409(service, backend2, fake_bedrock):
+    fake_bedrock.reset()
+    body = llm_flow(backend2, fake_bedrock, chunks=40, delay=0.05)
+    assert post(service, body).status_code == 200
+    again = post(service, body)
+    assert again.status_code == 409
+    backend2.wait_for_completion(f"ws/{body['flow_id']}")
+
+
+def llm_flow(backend2, fake_bedrock, chunks=10, delay=0.02, flow_id=None, max_time=60):
+    body = json.loads((EXAMPLES / "seed_llm.json").read_text())
+    flow_id = flow_id or new_id("llm")
+    body["flow_id"] = body["flow_definition"]["flow_id"] = flow_id
+    body["backend2_ws_url"] = backend2.url(f"ws/{flow_id}")
+    body["config"]["max_execution_time"] = max_time
+    fake_bedrock.script_text([f"tok{i} " for i in range(chunks)], delay=delay)
+    return body
+
+
+def test_cancel_stops_a_running_flow(service, backend2, fake_bedrock):
+    fake_bedrock.reset()
+    body = llm_flow(backend2, fake_bedrock, chunks=200, delay=0.05)
+    flow_id = body["flow_id"]
+    assert post(service, body).status_code == 200
+    backend2.wait_for(f"ws/{flow_id}", lambda ev: any(e["type"] == "llm_chunk" for e in ev))
+    t0 = time.monotonic()
+    response = httpx.post(f"{service}/flows/{flow_id}/cancel", timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+    assert time.monotonic() - t0 < 1.5
+    events = backend2.wait_for_completion(f"ws/{flow_id}")
+    assert events[-1]["data"]["status"] == "cancelled"
+    assert any(e["type"] == "element_error" and e["data"]["error_type"] == "cancelled" for e in events)
+    assert httpx.post(f"{service}/flows/{flow_id}/cancel").status_code == 409
+
+
+def test_twenty_concurrent_flows_each_get_their_own_stream(service, backend2):
+    bodies = [seed_flow(backend2) for _ in range(20)]
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(lambda b: post(service, b).status_code, bodies))
+    assert codes == [200] * 20
+    for body in bodies:
+        events = backend2.wait_for_completion(f"ws/{body['flow_id']}")
+        assert {e["flow_id"] for e in events} == {body["flow_id"]}
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert events[-1]["data"]["outputs"] == {"text_output": "Fine, thanks!"}
+
+
+def test_backend2_not_listening_at_start_still_completes_and_is_replayable(service, backend2):
+    body = seed_flow(backend2)
+    flow_id = body["flow_id"]
+    body["backend2_ws_url"] = f"ws://127.0.0.1:{free_port()}/ws/{flow_id}"
+    assert post(service, body).status_code == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{service}/flows/{flow_id}").json()
+        if status["status"] != "running":
+            break
+        time.sleep(0.05)
+    assert status["status"] == "completed"
+    assert status["delivery"]["delivered_seq"] == 0
+    events = httpx.get(f"{service}/flows/{flow_id}/events").json()["events"]
+    assert events[0]["type"] == "flow_started" and events[-1]["type"] == "flow_completed"
