@@ -1,0 +1,140 @@
+"""Bedrock token relay through services/bedrock.py, against the fake Bedrock in its own process.
+
+- relay latency: the fake stamps each delta with `time.monotonic_ns()` (system-wide clock) just
+  before sending its frame; the time until `generate_text` hands it to the callback on the
+  event loop is the latency added by HTTP, botocore's event-stream parsing and the
+  thread → loop hop. Backend 2's hop (streamer, WebSocket) is measured by the service benchmark.
+- concurrency: N streams of 10 deltas × 50 ms (~0.5 s of tokens each) at once, total time vs.
+  one stream alone, and the worst stall of the event loop meanwhile (it must stay free for the
+  coordinator's other work).
+
+Prints `name: value unit` lines. `python -m bench.bench_llm [--streams 1000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import statistics
+import time
+from typing import Any
+
+from services.bedrock import BedrockService, ConverseRequest, build_conversation
+from tests.fakes.bedrock_server import FakeBedrock
+from tests.fixtures.bedrock import fake_bedrock_settings
+
+
+def _serve(script: dict[str, Any], conn: Any) -> None:
+    server = FakeBedrock().start()
+    server.script_text(**script)
+    conn.send(server.url)
+    conn.recv()  # until the parent says stop
+    server.stop()
+
+
+class FakeProcess:
+    """The fake Bedrock in a child process, so its threads do not share our GIL."""
+
+    def __init__(self, **script: Any):
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(script, child), daemon=True)
+
+    def __enter__(self) -> str:
+        self._process.start()
+        return self._conn.recv()
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.send("stop")
+        self._process.join(5)
+
+
+def _request() -> ConverseRequest:
+    system, messages = build_conversation("bench")
+    return ConverseRequest(model_id="anthropic.fake-model-v1:0", messages=messages, system=system)
+
+
+async def relay_latency_ms(url: str, chunks: int) -> list[float]:
+    service = BedrockService(fake_bedrock_settings(url))
+    samples: list[float] = []
+
+    def on_text(text: str) -> None:
+        sent = int(text.split(":", 1)[0])
+        samples.append((time.monotonic_ns() - sent) / 1e6)
+
+    try:
+        await service.generate_text(_request(), lambda _t: None)  # warm: client + connection
+        samples.clear()
+        await service.generate_text(_request(), on_text)
+    finally:
+        service.close()
+    assert len(samples) == chunks
+    return samples
+
+
+class LoopWatch:
+    """The worst delay of a 10 ms timer on the event loop while the watch runs."""
+
+    def __init__(self, tick: float = 0.01):
+        self.tick = tick
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopWatch:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    async def _watch(self) -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(self.tick)
+            self.worst = max(self.worst, time.perf_counter() - t0 - self.tick)
+
+
+async def concurrent_seconds(url: str, streams: int) -> tuple[float, float, float]:
+    """(one stream alone, `streams` at once, worst event-loop stall while they ran) in seconds."""
+    service = BedrockService(fake_bedrock_settings(url), max_workers=max(streams, 16))
+    try:
+        await service.generate_text(_request(), lambda _t: None)
+        t0 = time.perf_counter()
+        await service.generate_text(_request(), lambda _t: None)
+        single = time.perf_counter() - t0
+        async with LoopWatch() as watch:
+            t0 = time.perf_counter()
+            await asyncio.gather(*(service.generate_text(_request(), lambda _t: None) for _ in range(streams)))
+            total = time.perf_counter() - t0
+        return single, total, watch.worst
+    finally:
+        service.close()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--chunks", type=int, default=500)
+    args = parser.parse_args()
+
+    with FakeProcess(chunks=["t"] * args.chunks, delay=0.002, stamp=True) as url:
+        samples = await relay_latency_ms(url, args.chunks)
+    print(f"relay_latency_p50: {_percentile(samples, 50):.3f} ms")
+    print(f"relay_latency_p99: {_percentile(samples, 99):.3f} ms")
+
+    with FakeProcess(chunks=[f"w{i} " for i in range(10)], delay=0.05) as url:
+        single, total, stall = await concurrent_seconds(url, args.streams)
+    print(f"single_stream: {single:.3f} s")
+    print(f"concurrent_{args.streams}_streams: {total:.3f} s")
+    print(f"concurrent_vs_single: {total / single:.2f} x")
+    print(f"worst_event_loop_stall_during_concurrent: {stall * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
