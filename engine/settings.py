@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     allow_custom_code: bool = True
     custom_code_max_memory_mb: int = Field(default=100, ge=16)
     custom_code_max_cpu_seconds: int = Field(default=10, ge=1)
+    sandbox_resource: str = ""  # a custom Ray resource that pins the sandbox actor to dedicated nodes
 
     event_retention_seconds: float = Field(default=3600, ge=0)
     event_buffer_limit: int = Field(default=10_000, ge=10)

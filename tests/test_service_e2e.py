@@ -170,3 +170,49 @@ def test_backend2_not_listening_at_start_still_completes_and_is_replayable(servi
     assert status["delivery"]["delivered_seq"] == 0
     events = httpx.get(f"{service}/flows/{flow_id}/events").json()["events"]
     assert events[0]["type"] == "flow_started" and events[-1]["type"] == "flow_completed"
+
+
+def test_custom_code_runs_in_the_sandbox_actor_under_its_flow_and_element_name(service, backend2, dashboard_url):
+    flow_id = new_id("code")
+    body = seed_flow(backend2, flow_id=flow_id)
+    body["flow_definition"]["elements"]["llm-1"] = {
+        "type": "custom_code",
+        "element_id": "llm-1",
+        "code": "def main(inputs):\n    return {'llm_output': inputs['prompt'].upper()}",
+    }
+    assert post(service, body).status_code == 200
+    events = backend2.wait_for_completion(f"ws/{flow_id}")
+    assert events[-1]["data"]["outputs"] == {"text_output": "HELLO, HOW ARE YOU TODAY?"}
+    from ray.util.state import list_tasks
+
+    names = {t.name for t in list_tasks(address=dashboard_url, filters=[("name", "=", f"{flow_id}/llm-1")])}
+    assert names == {f"{flow_id}/llm-1"}
+
+
+def test_cancel_kills_a_busy_custom_code_process(service, backend2):
+    import psutil
+
+    flow_id = new_id("busy")
+    body = seed_flow(backend2, flow_id=flow_id)
+    body["flow_definition"]["elements"]["llm-1"] = {
+        "type": "custom_code",
+        "element_id": "llm-1",
+        "code": "while True:\n    pass",
+        "timeout_seconds": 60,
+    }
+    assert post(service, body).status_code == 200
+    backend2.wait_for(
+        f"ws/{flow_id}", lambda ev: any(e["type"] == "element_started" and e["element_id"] == "llm-1" for e in ev)
+    )
+    time.sleep(0.3)
+    busy = [
+        p
+        for p in psutil.process_iter(["cmdline", "cpu_percent"])
+        if "services.sandbox.forkserver" in " ".join(p.info["cmdline"] or [])
+    ]
+    children = [c for server in busy for c in server.children()]
+    assert children, "the custom code should be running in a forked child"
+    t0 = time.monotonic()
+    assert httpx.post(f"{service}/flows/{flow_id}/cancel", timeout=10).json()["status"] == "cancelled"
+    gone, alive = psutil.wait_procs(children, timeout=1)
+    assert not alive and time.monotonic() - t0 < 2
