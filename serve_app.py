@@ -7,7 +7,7 @@ Contract: routes only translate HTTP to calls on the coordinator and streamer ac
   `POST /flows/{id}/cancel`, OpenAPI at `/docs`. Bearer auth when `API_KEY` is set.
 """
 
-
+import asyncio
 import json
 from typing import Any
 
@@ -77,6 +77,11 @@ class FlowExecutorIngress:
     @api.get("/health", response_model=Health)
     async def health(self) -> Health:
         return Health()
+
+    async def check_health(self) -> None:
+        """Serve's periodic replica check: also wakes restarted coordinators, which then close
+        the flows their crashed incarnation left open (see FlowCoordinatorCore.recover_orphans)."""
+        await asyncio.gather(*(c.stats.remote() for c in self.coordinators))
 
     @api.get("/flows/{flow_id}", response_model=FlowStatusOut, responses={404: {}})
     async def flow_status(self, flow_id: str) -> Any:

@@ -21,11 +21,12 @@ from typing import Any
 
 import ray
 
-from actors.directory import get_streamer
+from actors.directory import coordinator_index, get_streamer
 from actors.event_forwarder import EventForwarder
 from actors.placement import RayInvoker
 from engine.events import Redactor
 from engine.logging_setup import configure_logging
+from engine.models import Event, utc_timestamp
 from engine.scheduler import FlowRun
 from engine.settings import get_settings
 from engine.validation import validate_request
@@ -53,8 +54,19 @@ class FlowCoordinatorCore:
         self.active: dict[str, _ActiveFlow] = {}
         self.finished: collections.OrderedDict[str, tuple[float, dict[str, Any]]] = collections.OrderedDict()
         self.completed_count = 0
+        self._recovery: asyncio.Task | None = None
+
+    async def _recover_once(self) -> None:
+        """The first call after a (re)start closes flows a crashed incarnation left open."""
+        if self._recovery is None:
+            self._recovery = asyncio.get_running_loop().create_task(self.recover_orphans())
+        try:
+            await asyncio.shield(self._recovery)
+        except Exception:
+            log.exception("coordinator %d: closing orphaned flows failed", self.index)
 
     async def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        await self._recover_once()
         flow_id = body.get("flow_id")
         if isinstance(flow_id, str) and flow_id in self.active:
             return {"outcome": "conflict", "flow_id": flow_id}
@@ -105,6 +117,7 @@ class FlowCoordinatorCore:
             self.finished.popitem(last=False)
 
     async def status(self, flow_id: str) -> dict[str, Any] | None:
+        await self._recover_once()
         self._expire()
         active = self.active.get(flow_id)
         if active is not None:
@@ -122,6 +135,7 @@ class FlowCoordinatorCore:
         return await self.status(flow_id)
 
     async def stats(self) -> dict[str, Any]:
+        await self._recover_once()
         self._expire()
         return {
             "index": self.index,
@@ -129,6 +143,40 @@ class FlowCoordinatorCore:
             "retained": len(self.finished),
             "completed": self.completed_count,
         }
+
+    async def recover_orphans(self) -> list[str]:
+        """Close the flows a previous incarnation of this coordinator left running.
+
+        After a crash and restart (`max_restarts`), those flows have no scheduler any more: each
+        gets an `element_error`-free `flow_completed` with status `failed` and a clear error,
+        numbered after the last event the streamer holds, and a `failed` status record.
+        """
+        orphans = [
+            flow
+            for flow in await self.streamer.open_flows.remote()
+            if coordinator_index(flow["flow_id"], self.count) == self.index and flow["flow_id"] not in self.active
+        ]
+        for flow in orphans:
+            error = {
+                "error_type": "coordinator_failed",
+                "message": "the coordinator running this flow stopped unexpectedly; the flow was abandoned",
+            }
+            event = Event(
+                type="flow_completed",
+                flow_id=flow["flow_id"],
+                seq=flow["last_seq"] + 1,
+                timestamp=utc_timestamp(),
+                data={"status": "failed", "outputs": {}, "error": error, "duration_ms": None},
+            )
+            await self.streamer.publish.remote(flow["flow_id"], flow["url"], [event.to_message()])
+            await self.streamer.finish.remote(flow["flow_id"])
+            self.finished[flow["flow_id"]] = (
+                time.monotonic(),
+                {"flow_id": flow["flow_id"], "status": "failed", "error": error, "elements": {}, "outputs": {},
+                 "started_at": None, "finished_at": utc_timestamp(), "duration_ms": None,
+                 "last_seq": flow["last_seq"] + 1},
+            )  # fmt: skip
+        return [flow["flow_id"] for flow in orphans]
 
     async def shutdown(self) -> None:
         for active in list(self.active.values()):
