@@ -4,7 +4,8 @@ Contract: it is the scheduler's sink. `__call__` never blocks: it queues the eve
 sure a flush is scheduled on the running loop. A flush sends everything queued so far as one
 `publish` call, and only one publish per flow is in flight at a time, so batches reach the
 streamer in `seq` order and a burst of LLM tokens costs one actor call, not one per token.
-`close()` flushes the rest and tells the streamer the flow has ended.
+`close()` flushes the rest and tells the streamer the flow has ended — with the last batch
+(`final=True`) when there is one, so a short flow costs as few actor calls as possible.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class EventForwarder:
         self._url = url
         self._queued: list[dict[str, Any]] = []
         self._flush: asyncio.Task | None = None
+        self._closing = False
+        self._final_sent = False
 
     def __call__(self, event: Event) -> None:
         self._queued.append(event.to_message())
@@ -37,14 +40,16 @@ class EventForwarder:
         try:
             while self._queued:
                 batch, self._queued = self._queued, []
-                await self._publish(batch)
+                final = self._closing
+                await self._publish(batch, final)
+                self._final_sent = final
         finally:
             self._flush = None
 
-    async def _publish(self, batch: list[dict[str, Any]]) -> None:
+    async def _publish(self, batch: list[dict[str, Any]], final: bool) -> None:
         for attempt in range(1, _PUBLISH_ATTEMPTS + 1):
             try:
-                await self._streamer.publish.remote(self._flow_id, self._url, batch)
+                await self._streamer.publish.remote(self._flow_id, self._url, batch, final)
                 return
             except Exception as exc:  # the streamer restarting: try again shortly
                 if attempt == _PUBLISH_ATTEMPTS:
@@ -53,8 +58,14 @@ class EventForwarder:
                 await asyncio.sleep(0.2 * attempt)
 
     async def close(self) -> None:
+        """Flush the rest; the last publish carries `final`, else a separate `finish` does."""
+        self._closing = True
+        if self._flush is None and self._queued:
+            self._flush = asyncio.get_running_loop().create_task(self._drain())
         while self._flush is not None:
             await asyncio.shield(self._flush)
+        if self._final_sent:
+            return
         try:
             await self._streamer.finish.remote(self._flow_id)
         except Exception as exc:

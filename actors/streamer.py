@@ -1,8 +1,9 @@
 """Backend2Streamer: the only place that knows about WebSockets to Backend 2.
 
 Contract:
-- `publish(flow_id, url, messages)` appends events to the flow's log and wakes its delivery
-  task; it never waits on the network. `finish(flow_id)` says no more events will come.
+- `publish(flow_id, url, messages, final=False)` appends events to the flow's log and wakes its
+  delivery task; it never waits on the network. `final=True` (or `finish(flow_id)`) says no
+  more events will come.
 - One delivery task and one WebSocket per flow, so a slow or absent Backend 2 of one flow
   never slows another. Events are sent strictly in `seq` order (the log reorders arrivals).
   After each burst a ping/pong round trip confirms receipt; when a connection is lost the
@@ -61,11 +62,13 @@ class StreamerCore:
 
     # -- API ------------------------------------------------------------------------------
 
-    async def publish(self, flow_id: str, url: str, messages: list[dict[str, Any]]) -> None:
+    async def publish(self, flow_id: str, url: str, messages: list[dict[str, Any]], final: bool = False) -> None:
         delivery = self.flows.get(flow_id)
         if delivery is None or (delivery.log.finished and messages and messages[0]["seq"] == 1):
             delivery = self._open(flow_id, url)
         delivery.log.add(messages)
+        if final:
+            delivery.log.finished_at = time.monotonic()
         delivery.wake.set()
 
     async def finish(self, flow_id: str) -> None:

@@ -17,8 +17,9 @@ from websockets.asyncio.server import ServerConnection, serve
 
 
 class FakeBackend2:
-    def __init__(self, port: int = 0, read_delay: float = 0.0):
+    def __init__(self, port: int = 0, read_delay: float = 0.0, on_message=None):
         self.port = port
+        self.on_message = on_message  # called (in the server's thread) with each decoded message
         self.read_delay = read_delay
         self.raw: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.connections = 0
@@ -68,8 +69,11 @@ class FakeBackend2:
                     await asyncio.sleep(self.read_delay)
                 if self._server is None:  # stopped: what is still buffered is lost, as in a crash
                     return
+                decoded = json.loads(message)
+                if self.on_message is not None:
+                    self.on_message(decoded)
                 with self._lock:
-                    self.raw[path].append(json.loads(message))
+                    self.raw[path].append(decoded)
         finally:
             self._live.discard(connection)
 

@@ -1,0 +1,220 @@
+"""The whole service (Ray Serve + coordinators + streamer + a websockets Backend 2), beside a
+no-op request through the same Serve ingress measured in the same run.
+
+Figures: no-op `GET /health` latency and req/s at 32 clients; `POST /execute` → `flow_started`
+received by Backend 2 (p50/p95 over 200 flows of 3 elements); flows/s at 32 clients (a flow
+counts when its `flow_completed` arrives); per-element time through the service on a
+50-element chain. Loopback only; bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import socket
+import statistics
+import threading
+import time
+import uuid
+
+import httpx
+
+ELEMENTS_PER_FLOW = 3
+CLIENTS = 32
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _flow(flow_id: str, url: str, chain: int = 1) -> dict:
+    middle = [f"d{i}" for i in range(chain)]
+    ids = ["s", *middle, "e"]
+    elements = {"s": {"type": "start", "element_id": "s"}, "e": {"type": "end", "element_id": "e"}}
+    elements |= {m: {"type": "data_block", "element_id": m, "data": {"v": 1}} for m in middle}
+    return {
+        "flow_id": flow_id,
+        "flow_definition": {
+            "flow_id": flow_id,
+            "elements": elements,
+            "connections": [{"from_id": a, "to_id": b} for a, b in zip(ids, ids[1:], strict=False)],
+            "start_element_id": "s",
+        },
+        "initial_inputs": {"x": 1},
+        "backend2_ws_url": url,
+    }
+
+
+class Arrivals:
+    """Arrival times reported by the Backend 2 process (CLOCK_MONOTONIC is system-wide)."""
+
+    def __init__(self, queue: multiprocessing.Queue) -> None:
+        self.started: dict[str, float] = {}
+        self.completed: dict[str, float] = {}
+        threading.Thread(target=self._drain, args=(queue,), daemon=True).start()
+
+    def _drain(self, queue: multiprocessing.Queue) -> None:
+        while True:
+            kind, flow_id, at = queue.get()
+            (self.started if kind == "flow_started" else self.completed)[flow_id] = at
+
+
+class Backend2Process:
+    """A websockets Backend 2 in a process of its own, as a real Backend 2 would be."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.queue: multiprocessing.Queue = context.Queue()
+        self.port = _free_port()
+        self.process = context.Process(target=_serve_backend2, args=(self.port, self.queue), daemon=True)
+        self.process.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("Backend 2 did not start")
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/{path}"
+
+    def shutdown(self) -> None:
+        self.process.kill()
+
+
+def _serve_backend2(port: int, queue: multiprocessing.Queue) -> None:
+    from tests.fakes.backend2 import FakeBackend2
+
+    def report(message: dict) -> None:
+        if message["type"] in ("flow_started", "flow_completed"):
+            queue.put((message["type"], message["flow_id"], time.perf_counter()))
+
+    FakeBackend2(port=port, on_message=report).start()
+    threading.Event().wait()
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 2 else max(values)
+
+
+async def noop_latency(base: str, n: int) -> list[float]:
+    samples = []
+    async with httpx.AsyncClient(base_url=base) as client:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            (await client.get("/health")).raise_for_status()
+            samples.append((time.perf_counter() - t0) * 1000)
+    return samples
+
+
+async def noop_throughput(base: str, seconds: float) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=CLIENTS)
+
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                (await client.get("/health")).raise_for_status()
+                done += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CLIENTS)))
+    return done / (time.perf_counter() - t0)
+
+
+async def flow_started_latency(base: str, backend2, arrivals: Arrivals, n: int) -> list[float]:
+    samples = []
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        for _ in range(n):
+            flow_id = f"lat-{uuid.uuid4().hex[:10]}"
+            t0 = time.perf_counter()
+            (await client.post("/execute", json=_flow(flow_id, backend2.url(f"ws/{flow_id}")))).raise_for_status()
+            while flow_id not in arrivals.started:
+                await asyncio.sleep(0.0005)
+            samples.append((arrivals.started[flow_id] - t0) * 1000)
+            while flow_id not in arrivals.completed:
+                await asyncio.sleep(0.001)
+    return samples
+
+
+async def flow_throughput(base: str, backend2, arrivals: Arrivals, seconds: float) -> float:
+    posted: list[str] = []
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=CLIENTS)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                flow_id = f"tp-{uuid.uuid4().hex[:10]}"
+                (await client.post("/execute", json=_flow(flow_id, backend2.url(f"ws/{flow_id}")))).raise_for_status()
+                posted.append(flow_id)
+                while flow_id not in arrivals.completed:
+                    await asyncio.sleep(0.002)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CLIENTS)))
+    return len(posted) / (time.perf_counter() - t0)
+
+
+async def chain_per_element_ms(base: str, backend2, arrivals: Arrivals, length: int, rounds: int) -> float:
+    samples = []
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        for _ in range(rounds):
+            flow_id = f"chain-{uuid.uuid4().hex[:10]}"
+            body = _flow(flow_id, backend2.url(f"ws/{flow_id}"), chain=length - 2)
+            t0 = time.perf_counter()
+            (await client.post("/execute", json=body)).raise_for_status()
+            while flow_id not in arrivals.completed:
+                await asyncio.sleep(0.0005)
+            samples.append((arrivals.completed[flow_id] - t0) * 1000 / length)
+    return statistics.median(samples)
+
+
+async def measure(base: str, backend2, arrivals: Arrivals) -> None:
+    await noop_latency(base, 50)  # warm up both paths
+    await flow_started_latency(base, backend2, arrivals, 20)
+    noop = await noop_latency(base, 200)
+    started = await flow_started_latency(base, backend2, arrivals, 200)
+    print(f"noop_request_p50: {statistics.median(noop):.2f} ms")
+    print(f"noop_request_p95: {pct(noop, 95):.2f} ms")
+    print(f"execute_to_flow_started_p50: {statistics.median(started):.2f} ms")
+    print(f"execute_to_flow_started_p95: {pct(started, 95):.2f} ms")
+    print(f"flow_started_p50_minus_noop_p50: {statistics.median(started) - statistics.median(noop):.2f} ms")
+    noop_rps = await noop_throughput(base, 8)
+    flows = await flow_throughput(base, backend2, arrivals, 8)
+    print(f"noop_requests_per_s_32_clients: {noop_rps:.1f} req/s")
+    print(f"flows_per_s_32_clients_3_elements: {flows:.1f} flows/s")
+    print(f"flows_per_s_vs_noop: {flows / noop_rps:.2f} x")
+    print(f"service_per_element_50_chain: {await chain_per_element_ms(base, backend2, arrivals, 50, 20):.3f} ms")
+
+
+def main() -> None:
+    import ray
+    from ray import serve
+
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    backend2 = Backend2Process()
+    arrivals = Arrivals(backend2.queue)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        import serve_app
+
+        port = _free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(serve_app.app, name="flow-executor", route_prefix="/")
+        asyncio.run(measure(f"http://127.0.0.1:{port}", backend2, arrivals))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        backend2.shutdown()
+
+
+if __name__ == "__main__":
+    main()
