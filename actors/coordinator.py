@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 
+from actors import metrics
 from actors.directory import coordinator_index, get_streamer
 from actors.event_forwarder import EventForwarder
 from actors.placement import RayInvoker
@@ -89,6 +90,7 @@ class FlowCoordinatorCore:
         self.finished.pop(request.flow_id, None)
         task = asyncio.get_running_loop().create_task(self._execute(run, forwarder), name=f"flow/{request.flow_id}")
         self.active[request.flow_id] = _ActiveFlow(run, task, request.backend2_ws_url)
+        metrics.flow_started()
         return {
             "outcome": "started",
             "flow_id": request.flow_id,
@@ -104,8 +106,10 @@ class FlowCoordinatorCore:
         finally:
             await forwarder.close()
             self.active.pop(flow_id, None)
-            self.finished[flow_id] = (time.monotonic(), run.snapshot())
+            snapshot = run.snapshot()
+            self.finished[flow_id] = (time.monotonic(), snapshot)
             self.completed_count += 1
+            metrics.flow_completed(snapshot)
             self._expire()
 
     def _expire(self) -> None:

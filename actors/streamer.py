@@ -29,6 +29,7 @@ from typing import Any
 import ray
 from websockets.asyncio.client import ClientConnection, connect
 
+from actors import metrics
 from engine.event_log import FlowEventLog
 from engine.logging_setup import configure_logging
 from engine.settings import Settings, get_settings
@@ -66,7 +67,9 @@ class StreamerCore:
         delivery = self.flows.get(flow_id)
         if delivery is None or (delivery.log.finished and messages and messages[0]["seq"] == 1):
             delivery = self._open(flow_id, url)
+        dropped_before = delivery.log.dropped
         delivery.log.add(messages)
+        metrics.events_dropped(delivery.log.dropped - dropped_before)
         if final:
             delivery.log.finished_at = time.monotonic()
         delivery.wake.set()
@@ -168,10 +171,12 @@ class StreamerCore:
         confirmed = event_log.sent_seq
         pong = await connection.ping()
         await asyncio.wait_for(pong, CONFIRM_TIMEOUT)
+        metrics.events_delivered(confirmed - event_log.delivered_seq)
         event_log.mark_delivered(confirmed)
 
     async def _drop_connection(self, delivery: _Delivery, exc: BaseException) -> None:
         delivery.reconnects += 1
+        metrics.backend2_reconnect()
         delivery.last_error = f"{type(exc).__name__}: {exc}"[:300]
         delivery.log.rewind()
         await self._close_connection(delivery)
