@@ -25,6 +25,7 @@ from actors import metrics
 from actors.directory import coordinator_index, get_streamer
 from actors.event_forwarder import EventForwarder
 from actors.placement import RayInvoker
+from actors.usage import process_usage
 from engine.events import Redactor
 from engine.logging_setup import configure_logging
 from engine.models import Event, utc_timestamp
@@ -146,6 +147,7 @@ class FlowCoordinatorCore:
             "running": len(self.active),
             "retained": len(self.finished),
             "completed": self.completed_count,
+            **process_usage(),
         }
 
     async def recover_orphans(self) -> list[str]:

@@ -30,6 +30,7 @@ import ray
 from websockets.asyncio.client import ClientConnection, connect
 
 from actors import metrics
+from actors.usage import process_usage
 from engine.event_log import FlowEventLog
 from engine.logging_setup import configure_logging
 from engine.settings import Settings, get_settings
@@ -110,6 +111,7 @@ class StreamerCore:
             "connections": sum(d.connection is not None for d in self.flows.values()),
             "delivering": sum(d.task is not None and not d.task.done() for d in self.flows.values()),
             "events": sum(d.log.last_seq for d in self.flows.values()),
+            **process_usage(),
         }
 
     async def close(self) -> None:
