@@ -1,12 +1,18 @@
 """The sandbox actor: where custom code runs under Ray, and the client the coordinator uses.
 
-Contract: one named async actor `custom-code-sandbox` (namespace `flow-executor`, detached,
-restartable) owns a `SandboxClient`, i.e. one single-threaded fork server that forks a
-resource-limited child per run — the Ray worker itself is never forked. With
-`SANDBOX_RESOURCE` set, the actor requires that custom resource, so a cluster can keep user code
-on dedicated nodes (cluster.yaml's `sandbox` node type). `SandboxActorClient.run` has the same
-signature as `SandboxClient.run`; each call is an actor task named `flow_id/element_id` in the
-dashboard, and cancelling the awaiting coroutine cancels that task, which kills the child.
+Contract:
+- `SandboxActor` is one named async actor (`custom-code-sandbox`, namespace `flow-executor`,
+  detached, restartable, `num_cpus=0`, high `max_concurrency`) that owns a `SandboxClient`,
+  i.e. one single-threaded fork server that forks a resource-limited child per run. The Ray
+  worker itself is never forked. With `SANDBOX_RESOURCE` set (e.g. `sandbox`), the actor
+  requires that custom resource, so a cluster can keep user code on dedicated nodes; by default
+  it needs none.
+- `SandboxActorClient.run(code, inputs, *, memory_mb, cpu_seconds, timeout, label="")` has the
+  signature of `SandboxClient.run`. Each call is an actor task named `label`
+  (`flow_id/element_id`) in the Ray dashboard. Errors arrive as the same `ElementError`s; a
+  dead or unreachable actor is `sandbox_unavailable` (transient). Cancelling the awaiting
+  coroutine cancels the actor task (`ray.cancel`), whose cancellation kills the child.
+- `sandbox_client_for_ray(settings)` is what the coordinator puts in its `ServiceHub` overrides.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ import asyncio
 from typing import Any
 
 import ray
+from ray.exceptions import RayActorError, RayTaskError
 
-from actors.directory import NAMESPACE
+from actors.directory import _ACTOR_OPTIONS
+from engine.errors import ElementError
 from engine.settings import Settings
-from services.sandbox.client import SandboxClient
+from services.sandbox.client import SandboxClient, SandboxError
 
 SANDBOX_NAME = "custom-code-sandbox"
 
@@ -28,53 +36,56 @@ class SandboxActor:
     def __init__(self) -> None:
         self.client = SandboxClient()
 
-    async def run(self, code: str, inputs: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-        return await self.client.run(code, inputs, **options)
-
-    async def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
+    async def run(self, code: str, inputs: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
+        return await self.client.run(code, inputs, **limits)
 
     async def server_pid(self) -> int | None:
+        """Starts the fork server if needed; its pid (tests look at its children)."""
+        await self.client.start()
         return self.client.server_pid
 
 
-def sandbox_actor(settings: Settings) -> Any:
-    resources = {settings.sandbox_resource: 0.001} if settings.sandbox_resource else {}
-    return SandboxActor.options(
-        name=SANDBOX_NAME,
-        namespace=NAMESPACE,
-        get_if_exists=True,
-        lifetime="detached",
-        max_restarts=-1,
-        max_concurrency=10_000,
-        num_cpus=0,
-        resources=resources,
-    ).remote()
+def actor_options(settings: Settings, name: str = SANDBOX_NAME) -> dict[str, Any]:
+    options: dict[str, Any] = {"name": name, **_ACTOR_OPTIONS}  # namespace, detached, num_cpus=0, …
+    if settings.sandbox_resource:
+        options["resources"] = {settings.sandbox_resource: 0.01}
+    return options
+
+
+def _unwrap(error: RayTaskError) -> BaseException:
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, ElementError):
+        return cause
+    return SandboxError(f"the sandbox failed: {error}", error_type="sandbox_unavailable", transient=True)
 
 
 class SandboxActorClient:
-    def __init__(self, settings: Settings):
-        self._settings = settings
+    def __init__(self, settings: Settings, name: str = SANDBOX_NAME):
+        self._options = actor_options(settings, name)
         self._actor: Any = None
 
-    def _handle(self) -> Any:
+    @property
+    def actor(self) -> Any:
         if self._actor is None:
-            self._actor = sandbox_actor(self._settings)
+            self._actor = SandboxActor.options(**self._options).remote()
         return self._actor
 
-    async def run(self, code: str, inputs: dict[str, Any], *, label: str = "", **options: Any) -> dict[str, Any]:
-        method = self._handle().run
-        if label:
-            method = method.options(name=label)
-        ref = method.remote(code, inputs, options)
+    async def run(
+        self, code: str, inputs: dict[str, Any], *, label: str = "", **limits: Any
+    ) -> dict[str, Any]:  # limits: memory_mb, cpu_seconds, timeout (+ output_limit, print_limit)
+        method = self.actor.run.options(name=label) if label else self.actor.run
+        ref = method.remote(code, inputs, limits)
         try:
             return await ref
         except asyncio.CancelledError:
             ray.cancel(ref)
             raise
-        except ray.exceptions.RayTaskError as error:
-            cause = getattr(error, "cause", None)
-            raise (cause if isinstance(cause, Exception) else error) from None
+        except RayTaskError as error:
+            raise _unwrap(error) from None
+        except RayActorError as error:
+            raise SandboxError(
+                f"the sandbox actor is unavailable: {error}", error_type="sandbox_unavailable", transient=True
+            ) from None
 
 
 def sandbox_client_for_ray(settings: Settings) -> SandboxActorClient:

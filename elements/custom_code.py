@@ -1,11 +1,13 @@
 """`custom_code`: the user's Python — `def main(inputs): return {...}` or a script setting
 `outputs` — compiled with RestrictedPython and run in its own resource-limited process.
 
-Validation refuses it when `ALLOW_CUSTOM_CODE=false` and reports compile errors with their
-line before the flow starts. Limits: `memory_mb` / `cpu_seconds` (capped by
-`CUSTOM_CODE_MAX_MEMORY_MB` / `CUSTOM_CODE_MAX_CPU_SECONDS`), `timeout_seconds` (wall clock).
-Outputs are the dict `main` returns; what the code printed is added as `printed` when non-empty.
-Cancellation kills the process at once (see `services.sandbox`).
+Contract: validation refuses the element when `ALLOW_CUSTOM_CODE=false` and reports compile
+errors with their line (problem at `…elements.<id>.code`) before the flow starts. Limits:
+`memory_mb` / `cpu_seconds` default to and are capped by `CUSTOM_CODE_MAX_MEMORY_MB` /
+`CUSTOM_CODE_MAX_CPU_SECONDS`; `timeout_seconds` is the wall clock (default: CPU seconds + 5).
+Outputs are the dict `main` returns, plus `printed` when the code printed something. Runs go
+through `ctx.service("sandbox")` (in-process fork server, or the sandbox actor under Ray);
+cancelling the element kills its process at once.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from engine.models import ElementDefinition
 from engine.settings import Settings
 from services.sandbox.policy import check_user_code
 
+DISABLED = "custom code is disabled on this server (ALLOW_CUSTOM_CODE=false)"
+
 
 class CustomCodeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     code: str = Field(min_length=1, max_length=200_000)
-    timeout_seconds: float = Field(default=10, gt=0, le=600)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
     memory_mb: int | None = Field(default=None, ge=16)
     cpu_seconds: int | None = Field(default=None, ge=1)
 
@@ -39,26 +43,25 @@ class CustomCodeElement(ElementBase):
     @classmethod
     def check(cls, definition: ElementDefinition, config: BaseModel, settings: Settings) -> list[tuple[str, str]]:
         if not settings.allow_custom_code:
-            return [("type", "custom code is disabled on this server (ALLOW_CUSTOM_CODE=false)")]
+            return [("type", DISABLED)]
+        assert isinstance(config, CustomCodeConfig)
         problem = check_user_code(config.code)
         if problem is None:
             return []
         message, line = problem
-        return [
-            ("code", f"does not compile: {message}" + (f" (line {line})" if line and "Line" not in message else ""))
-        ]
+        where = f" (line {line})" if line and f"Line {line}" not in message else ""
+        return [("code", f"does not compile: {message}{where}")]
+
+    def limits(self, settings: Settings) -> dict[str, Any]:
+        config: CustomCodeConfig = self.config  # type: ignore[assignment]
+        memory = min(config.memory_mb or settings.custom_code_max_memory_mb, settings.custom_code_max_memory_mb)
+        cpu = min(config.cpu_seconds or settings.custom_code_max_cpu_seconds, settings.custom_code_max_cpu_seconds)
+        timeout = config.timeout_seconds if config.timeout_seconds is not None else cpu + 5.0
+        return {"memory_mb": memory, "cpu_seconds": cpu, "timeout": timeout}
 
     async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
-        settings = ctx.settings
-        memory = min(self.config.memory_mb or settings.custom_code_max_memory_mb, settings.custom_code_max_memory_mb)
-        cpu = min(self.config.cpu_seconds or settings.custom_code_max_cpu_seconds, settings.custom_code_max_cpu_seconds)
         result = await ctx.service("sandbox").run(
-            self.config.code,
-            inputs,
-            memory_mb=memory,
-            cpu_seconds=cpu,
-            timeout=self.config.timeout_seconds,
-            label=f"{ctx.flow_id}/{ctx.element_id}",
+            self.config.code, inputs, label=f"{ctx.flow_id}/{ctx.element_id}", **self.limits(ctx.settings)
         )
         outputs = dict(result["outputs"])
         if result.get("printed"):

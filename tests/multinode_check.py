@@ -55,10 +55,10 @@ def main() -> int:
         }
         status = httpx.post(f"http://127.0.0.1:{port}/execute", json=body, timeout=60).status_code
         events = backend2.wait_for_completion(f"ws/{flow_id}", timeout=120)
+        from ray._private.state import actors
+
         from actors.directory import NAMESPACE
         from actors.sandbox import SANDBOX_NAME
-
-        from ray._private.state import actors
 
         sandbox = ray.get_actor(SANDBOX_NAME, namespace=NAMESPACE)
         sandbox_on = actors(sandbox._actor_id.hex())["Address"]["NodeID"]

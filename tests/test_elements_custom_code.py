@@ -1,9 +1,16 @@
-"""custom_code: validation (switch, compile errors with line) and a run through the engine."""
+"""custom_code: validation (switch, compile errors with line), limits, runs through the engine."""
 
+import time
+
+import psutil
+
+from elements.custom_code import CustomCodeConfig, CustomCodeElement
 from engine.local import run_local
 from engine.settings import Settings
 from engine.validation import validate_request
+from services.hub import ServiceHub
 from tests.engine_doubles import assert_well_formed, flow
+from tests.fixtures.sandbox import assert_gone
 
 
 def code_flow(code, **extra):
@@ -23,17 +30,41 @@ def test_disabled_by_the_environment_is_a_422_problem():
 
 
 def test_compile_errors_are_reported_before_the_flow_starts_with_the_line():
-    result = validate_request(code_flow("def main(inputs):\n    x = (\n"), Settings(_env_file=None))
-    (problem,) = result.errors
+    settings = Settings(_env_file=None)
+    (problem,) = validate_request(code_flow("def main(inputs):\n    x = (\n"), settings).errors
     assert problem.path == "flow_definition.elements.c.code"
-    assert "Line 2" in problem.message
-    result = validate_request(code_flow("import os\nx = os.__dict__"), Settings(_env_file=None))
-    assert "Line 2" in result.errors[0].message and "_" in result.errors[0].message
+    assert "Line 2" in problem.message and "does not compile" in problem.message
+    (problem,) = validate_request(code_flow("import os\nx = os.__dict__"), settings).errors
+    assert "Line 2" in problem.message and "__dict__" in problem.message
+    assert validate_request(code_flow("def main(inputs):\n    return {}"), settings).ok
+
+
+def test_missing_code_is_a_config_problem():
+    body = flow({"s": {"type": "start"}, "c": {"type": "custom_code"}}, [("s", "c")])
+    (problem,) = validate_request(body, Settings(_env_file=None)).errors
+    assert problem.path.startswith("flow_definition.elements.c")
+
+
+def test_limits_default_to_and_are_capped_by_the_settings():
+    settings = Settings(_env_file=None, custom_code_max_memory_mb=64, custom_code_max_cpu_seconds=3)
+    definition = code_flow("outputs = {}")["flow_definition"]["elements"]["c"]
+    from engine.models import ElementDefinition
+
+    def limits(**config):
+        element = CustomCodeElement(ElementDefinition.model_validate({**definition, "element_id": "c"}), None)
+        element.config = CustomCodeConfig(code="outputs = {}", **config)
+        return element.limits(settings)
+
+    assert limits() == {"memory_mb": 64, "cpu_seconds": 3, "timeout": 8.0}
+    assert limits(memory_mb=32, cpu_seconds=2, timeout_seconds=1.5) == {
+        "memory_mb": 32,
+        "cpu_seconds": 2,
+        "timeout": 1.5,
+    }
+    assert limits(memory_mb=4096, cpu_seconds=600) == {"memory_mb": 64, "cpu_seconds": 3, "timeout": 8.0}
 
 
 async def test_runs_in_the_sandbox_through_the_engine(sandbox):
-    from services.hub import ServiceHub
-
     settings = Settings(_env_file=None)
     hub = ServiceHub(settings, overrides={"sandbox": sandbox})
     code = "def main(inputs):\n    print('working')\n    return {'double': inputs['n'] * 2}"
@@ -42,15 +73,31 @@ async def test_runs_in_the_sandbox_through_the_engine(sandbox):
     assert snapshot["outputs"] == {"double": 40, "printed": "working\n"}
 
 
+async def test_the_hub_builds_an_in_process_sandbox_by_default():
+    hub = ServiceHub(Settings(_env_file=None))
+    try:
+        snapshot, _ = await run_local(code_flow("def main(inputs):\n    return {'n': inputs['n'] + 1}"), None, hub)
+        assert snapshot["outputs"] == {"n": 21}
+    finally:
+        await hub.aclose()
+
+
+async def test_a_forbidden_operation_is_an_element_error(sandbox):
+    settings = Settings(_env_file=None)
+    hub = ServiceHub(settings, overrides={"sandbox": sandbox})
+    snapshot, events = await run_local(code_flow("import socket\noutputs = {}"), settings, hub)
+    (error,) = [e for e in events if e.type == "element_error"]
+    assert error.data["error_type"] == "forbidden" and "socket" in error.data["message"]
+    assert snapshot["status"] == "failed"
+
+
 async def test_element_timeout_kills_a_busy_process(sandbox):
-    import time
-
-    from services.hub import ServiceHub
-
     settings = Settings(_env_file=None)
     hub = ServiceHub(settings, overrides={"sandbox": sandbox})
     await sandbox.start()
+    server = psutil.Process(sandbox.server_pid)
     t0 = time.monotonic()
-    snapshot, events = await run_local(code_flow("while True:\n    pass", timeout=0.5), settings, hub)
+    snapshot, _ = await run_local(code_flow("while True:\n    pass", timeout=0.5), settings, hub)
     assert time.monotonic() - t0 < 1.5
     assert snapshot["elements"]["c"]["error"]["error_type"] == "timeout"
+    assert_gone(server.children())

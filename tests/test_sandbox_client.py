@@ -1,23 +1,18 @@
-"""Ordinary code gives correct results in the sandbox; limits and cancellation hold."""
+"""SandboxClient: ordinary code gives correct results; limits, isolation and cancellation hold."""
 
 import asyncio
 import os
+import signal
 import time
 
 import psutil
 import pytest
 
 from engine.errors import ElementError
+from services.sandbox.client import SandboxClient
+from tests.fixtures.sandbox import LIMITS, assert_gone, run_code
 
-LIMITS = {"memory_mb": 100, "cpu_seconds": 2, "timeout": 5}
-
-
-async def run(sandbox, code, inputs=None, **limits):
-    return (await sandbox.run(code, inputs or {}, **{**LIMITS, **limits}))["outputs"]
-
-
-async def test_ordinary_python_works(sandbox):
-    code = """
+ORDINARY = """
 import math, json, re, datetime, statistics, itertools, functools, collections, string, random
 
 class Box:
@@ -34,13 +29,15 @@ def main(inputs):
     counts = collections.Counter("abracadabra")
     d = {"k": 1}
     d["j"] = 2
+    d["k"] += 10
+    squares = {n: n * n for n in range(3)}
     return {
-        "evens": nums,
-        "total": total,
+        "evens": nums, "total": total, "squares": squares, "keys": sorted(d), "k": d["k"],
         "sqrt": math.sqrt(16),
         "json": json.loads('{"a": [1, 2]}')["a"],
         "match": re.findall(r"\\d+", "a1b22c333"),
-        "date": datetime.date(2026, 11, 25).isoformat(),
+        "date": (datetime.date(2026, 11, 24) + datetime.timedelta(days=1)).isoformat(),
+        "parsed": datetime.datetime.strptime("2026-11-25", "%Y-%m-%d").day,
         "mean": statistics.mean([1, 2, 3]),
         "pairs": list(itertools.combinations([1, 2, 3], 2)),
         "product": functools.reduce(lambda a, b: a * b, [1, 2, 3, 4]),
@@ -48,103 +45,143 @@ def main(inputs):
         "box": Box(21).double(),
         "fmt": f"{math.pi:.2f}|{'x':>3}|%d" % 5,
         "cap": string.capwords("hello world"),
-        "keys": sorted(d),
         "seeded": random.Random(1).randint(1, 10**6) == random.Random(1).randint(1, 10**6),
+        "big_range": sum(range(100_000)),
     }
 """
-    out = await run(sandbox, code, {"nums": [1, 2, 3, 4, 5, 6]})
-    assert out["evens"] == [2, 4, 6] and out["total"] == 12 and out["sqrt"] == 4.0
-    assert out["json"] == [1, 2] and out["match"] == ["1", "22", "333"] and out["date"] == "2026-11-25"
+
+
+async def test_ordinary_python_works(sandbox):
+    out = await run_code(sandbox, ORDINARY, {"nums": [1, 2, 3, 4, 5, 6]})
+    assert out["evens"] == [2, 4, 6] and out["total"] == 12 and out["squares"] == {"0": 0, "1": 1, "2": 4}
+    assert out["keys"] == ["j", "k"] and out["k"] == 11 and out["sqrt"] == 4.0
+    assert out["json"] == [1, 2] and out["match"] == ["1", "22", "333"]
+    assert out["date"] == "2026-11-25" and out["parsed"] == 25
     assert out["mean"] == 2 and out["pairs"] == [[1, 2], [1, 3], [2, 3]] and out["product"] == 24
     assert out["common"] == [["a", 5]] and out["box"] == 42 and out["fmt"] == "3.14|  x|5"
-    assert out["cap"] == "Hello World" and out["keys"] == ["j", "k"] and out["seeded"] is True
+    assert out["cap"] == "Hello World" and out["seeded"] is True and out["big_range"] == 4999950000
 
 
 async def test_bare_script_setting_outputs_and_print(sandbox):
-    result = await sandbox.run("print('hello')\noutputs = {'v': 1 + 1}", {}, **LIMITS)
+    result = await sandbox.run("print('hello')\noutputs = {'v': inputs['n'] + 1}", {"n": 1}, **LIMITS)
     assert result["outputs"] == {"v": 2} and result["printed"] == "hello\n"
 
 
 async def test_each_run_is_a_fresh_process_that_sees_no_other_runs_state(sandbox):
     first = await sandbox.run(
-        "import math\nCOUNTER = []\ndef main(i):\n    COUNTER.append(1)\n    return {'c': len(COUNTER)}", {}, **LIMITS
+        "STATE = [1]\ndef main(i):\n    STATE.append(2)\n    return {'n': len(STATE)}", {}, **LIMITS
     )
     second = await sandbox.run(
-        "def main(i):\n    try:\n        return {'seen': len(COUNTER) > 0}\n    except NameError:\n        return {'seen': False}",
-        {},
-        **LIMITS,
+        "try:\n    outputs = {'seen': len(STATE)}\nexcept NameError:\n    outputs = {}", {}, **LIMITS
     )
-    assert first["outputs"] == {"c": 1}
+    assert first["outputs"] == {"n": 2} and second["outputs"] == {}
     assert first["pid"] != second["pid"]
-    assert second["outputs"] == {"seen": False}
 
 
-async def test_compile_errors_name_the_line(sandbox):
+async def test_concurrent_runs_each_get_their_own_process(sandbox):
+    code = "def main(inputs):\n    return {'n': inputs['n'] * 2}"
+    results = await asyncio.gather(*(sandbox.run(code, {"n": n}, **LIMITS) for n in range(20)))
+    assert [r["outputs"]["n"] for r in results] == [n * 2 for n in range(20)]
+    assert len({r["pid"] for r in results}) == 20
+
+
+@pytest.mark.parametrize(
+    ("code", "error_type", "fragment"),
+    [
+        ("def main(inputs):\n    return {\n", "code_error", "Line 2"),
+        (
+            "def main(inputs):\n    x = 1\n    return {'v': x / 0}",
+            "code_error",
+            "ZeroDivisionError: division by zero (line 3)",
+        ),
+        ("def main(inputs):\n    return [1]", "code_error", "must return a dict"),
+        ("outputs = {'s': {1, 2}}", "code_error", "must be JSON"),
+        ("x = 1", "code_error", "def main(inputs)"),
+        ("import os", "forbidden", "import of 'os' is not allowed"),
+    ],
+)
+async def test_errors_are_clean_and_name_the_line(sandbox, code, error_type, fragment):
     with pytest.raises(ElementError) as raised:
-        await run(sandbox, "def main(inputs):\n    return {\n")
-    assert raised.value.error_type == "code_error" and "Line" in raised.value.message
-
-
-async def test_runtime_errors_name_the_line(sandbox):
-    with pytest.raises(ElementError) as raised:
-        await run(sandbox, "def main(inputs):\n    x = 1\n    return {'v': x / 0}")
-    assert "ZeroDivisionError" in raised.value.message and "(line 3)" in raised.value.message
-
-
-async def test_main_must_return_a_dict(sandbox):
-    with pytest.raises(ElementError, match="must return a dict"):
-        await run(sandbox, "def main(inputs):\n    return [1]")
+        await run_code(sandbox, code)
+    assert raised.value.error_type == error_type and fragment in raised.value.message
 
 
 async def test_wall_clock_timeout_kills_the_child(sandbox):
     t0 = time.monotonic()
     with pytest.raises(ElementError) as raised:
-        await run(sandbox, "def main(i):\n    x = 0\n    while True:\n        x += 1", cpu_seconds=30, timeout=0.5)
-    assert raised.value.error_type == "timeout"
-    assert time.monotonic() - t0 < 1.5
+        await run_code(sandbox, "while True:\n    pass", cpu_seconds=30, timeout=0.5)
+    assert raised.value.error_type == "timeout" and time.monotonic() - t0 < 1.5
+
+
+async def test_cpu_limit(sandbox):
+    with pytest.raises(ElementError) as raised:
+        await run_code(sandbox, "while True:\n    pass", cpu_seconds=1, timeout=10)
+    assert raised.value.error_type == "cpu_limit"
+
+
+async def _running_children(client):
+    server = psutil.Process(client.server_pid)
+    while not (children := server.children()):
+        await asyncio.sleep(0.01)
+    return children
 
 
 async def test_cancel_kills_the_child_at_once(sandbox):
-    task = asyncio.create_task(
-        sandbox.run("def main(i):\n    while True:\n        pass", {}, memory_mb=100, cpu_seconds=30, timeout=30)
-    )
     await sandbox.start()
-    server = psutil.Process(sandbox.server_pid)
-    while not (children := server.children()):
-        await asyncio.sleep(0.01)
-    assert len(children) == 1
+    task = asyncio.create_task(run_code(sandbox, "while True:\n    pass", cpu_seconds=30, timeout=30))
+    children = await _running_children(sandbox)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    deadline = time.monotonic() + 1
-    while any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children):
-        assert time.monotonic() < deadline, "the child outlived its cancellation by 1 s"
-        await asyncio.sleep(0.02)
+    assert_gone(children)
 
 
 async def test_cancel_while_the_fork_server_starts_leaves_no_process(sandbox):
     before = {p.pid for p in psutil.Process().children()}
-    task = asyncio.create_task(sandbox.run("outputs = {}", {}, **LIMITS))
+    task = asyncio.create_task(run_code(sandbox, "outputs = {}"))
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0.2)
-    leftover = [p for p in psutil.Process().children() if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
-    assert leftover == []
+    leftover = [p for p in psutil.Process().children() if p.pid not in before]
+    assert_gone(leftover, timeout=2)
+
+
+async def test_a_dead_fork_server_fails_its_runs_and_is_restarted(sandbox):
+    await sandbox.start()
+    first_server = sandbox.server_pid
+    task = asyncio.create_task(run_code(sandbox, "while True:\n    pass", cpu_seconds=30, timeout=30))
+    children = await _running_children(sandbox)
+    os.killpg(first_server, signal.SIGKILL)
+    with pytest.raises(ElementError) as raised:
+        await task
+    assert raised.value.error_type == "sandbox_unavailable" and raised.value.transient
+    assert await run_code(sandbox, "outputs = {'ok': 1}") == {"ok": 1}
+    assert sandbox.server_pid != first_server
+    assert_gone(children)
 
 
 async def test_fork_server_environment_has_no_secrets(monkeypatch):
-    from services.sandbox.client import SandboxClient
-
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "canary-sandbox-secret")
     monkeypatch.setenv("API_KEY", "canary-sandbox-api-key")
+    monkeypatch.setenv("APTOS_PRIVATE_KEY", "canary-sandbox-aptos")
     client = SandboxClient()
     try:
-        await client.run("outputs = {}", {}, **LIMITS)
+        await run_code(client, "outputs = {}")
         environ = psutil.Process(client.server_pid).environ()
-        assert "AWS_SECRET_ACCESS_KEY" not in environ and "API_KEY" not in environ
+        assert not {"AWS_SECRET_ACCESS_KEY", "API_KEY", "APTOS_PRIVATE_KEY"} & set(environ)
         assert "canary" not in repr(environ)
     finally:
         await client.aclose()
-    assert os.environ["API_KEY"] == "canary-sandbox-api-key"
+
+
+async def test_closing_the_client_stops_the_server_and_its_children():
+    client = SandboxClient()
+    await client.start()
+    server = psutil.Process(client.server_pid)
+    task = asyncio.create_task(run_code(client, "while True:\n    pass", cpu_seconds=30, timeout=30))
+    children = await _running_children(client)
+    await client.aclose()
+    assert_gone([server, *children], timeout=2)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -1,14 +1,19 @@
 """The custom-code sandbox: RestrictedPython in a fresh, resource-limited process per run.
 
-`@provides("sandbox")` gives the in-process `SandboxClient` (its own fork server); under Ray
-the coordinator overrides it with the client of the sandbox actor (`actors.sandbox`).
+Modules: `policy` (compile + namespace), `guards` (run-time guards, builtins, print cap),
+`modules` (importable allow-list as read-only proxies), `child` (lock-down and one run in a
+forked child), `forkserver` (the single-threaded process that forks the children), `protocol`
+(length-prefixed JSON frames), `client` (`SandboxClient`, asyncio), `service` (the
+`@provides("sandbox")` registration: an in-process `SandboxClient` with a fork server of its own,
+for engine tests and `run_local`; under Ray the coordinator overrides it with `actors.sandbox`).
+
+Inside the fork server (marked by `SANDBOX_FORK_SERVER=1` in its environment) the registration
+is skipped: it would import pydantic and triple the size of the process every run forks.
 """
 
-from engine.settings import Settings
-from services.hub import provides
-from services.sandbox.client import SandboxClient
+import os
 
+if not os.environ.get("SANDBOX_FORK_SERVER"):
+    from services.sandbox.service import SandboxClient, SandboxError, create_sandbox
 
-@provides("sandbox")
-def create_sandbox(settings: Settings) -> SandboxClient:
-    return SandboxClient()
+    __all__ = ["SandboxClient", "SandboxError", "create_sandbox"]

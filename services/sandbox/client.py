@@ -1,13 +1,18 @@
 """SandboxClient: runs user code through a fork server of its own, from asyncio.
 
-Contract: the first `run` starts the fork server subprocess (`python -m
-services.sandbox.forkserver`) with a minimal environment — no AWS keys, no Aptos key, no
-API_KEY, nothing inherited but PATH, LANG and the project on PYTHONPATH. `run(code, inputs,
-...)` sends one run and awaits its answer (JSON in, JSON out); many runs may be in flight.
-Errors come back as `ElementError` with `error_type` code_error, forbidden, memory_limit,
-cpu_limit, recursion_limit, output_too_large, timeout or crashed. If the awaiting coroutine is
-cancelled, the child is killed at once. If the fork server dies, waiting runs fail with
-`sandbox_unavailable` and the next run starts a new one.
+Contract:
+- The first `run` (or `start()`) starts the fork server (`python -m services.sandbox.forkserver`)
+  in a session of its own, with a minimal environment: PATH, LANG and the project on
+  PYTHONPATH — nothing inherited, so no AWS keys, Aptos key or API_KEY.
+- `run(code, inputs, *, memory_mb, cpu_seconds, timeout)` runs the code in a fresh child and
+  returns `{"outputs": {...}, "printed": "...", "pid": int}`; inputs and outputs cross as JSON.
+  Many runs may be in flight at once (up to `max_concurrent_runs`, the rest queue).
+- Failures raise `SandboxError` (an `ElementError`) with `error_type` code_error, forbidden,
+  memory_limit, cpu_limit, recursion_limit, output_too_large, crashed, sandbox_unavailable
+  (transient), or `ElementTimeout` (`timeout`).
+- If the awaiting coroutine is cancelled, the child is killed at once (SIGKILL by the server).
+- If the fork server dies, the runs waiting on it fail with `sandbox_unavailable` and the next
+  `run` starts a new one; a client used from a new event loop starts a new one too.
 """
 
 from __future__ import annotations
@@ -21,63 +26,86 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ElementError
+from engine.errors import ElementError, ElementTimeout
 from services.sandbox import protocol
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+OUTPUT_LIMIT = 1_000_000  # bytes of JSON
+PRINT_LIMIT = 100_000  # characters
+_GRACE = 5.0  # seconds the client waits beyond the server's own timeout before giving up on it
+
+
+class SandboxError(ElementError):
+    error_type = "code_error"
 
 
 def sandbox_environment() -> dict[str, str]:
+    """The whole environment of the fork server and its children."""
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
         "PYTHONPATH": PROJECT_ROOT,
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONHASHSEED": "0",
+        "SANDBOX_FORK_SERVER": "1",
     }
 
 
+def _raise_for(answer: dict[str, Any]) -> None:
+    error_type = answer.get("error_type", "code_error")
+    message = answer.get("message", "the code failed")
+    if error_type == "timeout":
+        raise ElementTimeout(message)
+    raise SandboxError(message, error_type=error_type)
+
+
 class SandboxClient:
-    def __init__(self, python: str | None = None):
+    def __init__(self, python: str | None = None, max_concurrent_runs: int = 64):
         self.python = python or sys.executable
+        self.max_concurrent_runs = max_concurrent_runs
+        self.server_pid: int | None = None
         self._process: asyncio.subprocess.Process | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: asyncio.Task | None = None
         self._waiting: dict[str, asyncio.Future] = {}
         self._ids = itertools.count(1)
-        self._lock = asyncio.Lock()
-        self.server_pid: int | None = None
+        self._lock: asyncio.Lock | None = None
+        self._slots: asyncio.Semaphore | None = None
 
-    async def _ensure_server(self) -> asyncio.subprocess.Process:
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # asyncio objects belong to one loop: start over on a new one
+            self.terminate()
+            self._process, self._reader, self._loop, self.server_pid = None, None, loop, None
+            self._lock, self._slots = asyncio.Lock(), asyncio.Semaphore(self.max_concurrent_runs)
+
+    async def _server(self) -> asyncio.subprocess.Process:
+        self._bind_loop()
+        assert self._lock is not None
         async with self._lock:
             if self._process is not None and self._process.returncode is None:
                 return self._process
             process = await asyncio.create_subprocess_exec(
-                self.python,
-                "-m",
-                "services.sandbox.forkserver",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
-                env=sandbox_environment(),
-                cwd=PROJECT_ROOT,
-                start_new_session=True,
-            )
+                self.python, "-s", "-m", "services.sandbox.forkserver",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+                env=sandbox_environment(), cwd=PROJECT_ROOT, start_new_session=True,
+            )  # fmt: skip
             try:
                 ready = await self._read_frame(process)
-            except BaseException:  # cancelled or failed while starting: leave no process behind
+            except BaseException:  # cancelled or broken while starting: leave no process behind
                 process.kill()
+                await process.wait()
                 raise
-            self.server_pid = ready.get("pid")
+            self.server_pid = ready["pid"]
             self._process = process
             self._reader = asyncio.get_running_loop().create_task(self._read_answers(process))
             return process
 
     @staticmethod
     async def _read_frame(process: asyncio.subprocess.Process) -> dict[str, Any]:
-        header = await process.stdout.readexactly(protocol.HEADER.size)
-        (size,) = protocol.HEADER.unpack(header)
-        body = await process.stdout.readexactly(size)
-        return json.loads(body)
+        assert process.stdout is not None
+        (size,) = protocol.HEADER.unpack(await process.stdout.readexactly(protocol.HEADER.size))
+        return json.loads(await process.stdout.readexactly(size))
 
     async def _read_answers(self, process: asyncio.subprocess.Process) -> None:
         try:
@@ -89,15 +117,21 @@ class SandboxClient:
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         finally:
+            if self._process is process:  # the next run starts a new server
+                self._process = None
+            if process.returncode is None:
+                process.kill()
+            lost = SandboxError("the sandbox process stopped unexpectedly", error_type="sandbox_unavailable")
+            lost.transient = True
             for future in self._waiting.values():
                 if not future.done():
-                    future.set_exception(
-                        ElementError("the sandbox process stopped unexpectedly", error_type="sandbox_unavailable")
-                    )
+                    future.set_exception(lost)
             self._waiting.clear()
 
-    def _send(self, process: asyncio.subprocess.Process, message: dict[str, Any]) -> None:
-        process.stdin.write(protocol.encode(message))
+    @staticmethod
+    def _send(process: asyncio.subprocess.Process, message: dict[str, Any]) -> None:
+        if process.returncode is None and process.stdin is not None and not process.stdin.is_closing():
+            process.stdin.write(protocol.encode(message))
 
     async def run(
         self,
@@ -107,46 +141,39 @@ class SandboxClient:
         memory_mb: int,
         cpu_seconds: int,
         timeout: float,
-        output_limit: int = 1_000_000,
-        print_limit: int = 100_000,
+        output_limit: int = OUTPUT_LIMIT,
+        print_limit: int = PRINT_LIMIT,
         label: str = "",
     ) -> dict[str, Any]:
-        """Run `code` in a fresh child; returns `{"outputs": {...}, "printed": "..."}`."""
-        process = await self._ensure_server()
-        run_id = f"run-{next(self._ids)}"
-        future = asyncio.get_running_loop().create_future()
-        self._waiting[run_id] = future
-        request = {
-            "op": "run",
-            "id": run_id,
-            "code": code,
-            "inputs": inputs,
-            "memory_mb": memory_mb,
-            "cpu_seconds": cpu_seconds,
-            "timeout": timeout,
-            "output_limit": output_limit,
-            "print_limit": print_limit,
-        }
-        self._send(process, request)
-        try:
-            answer = await future
-        except asyncio.CancelledError:
-            self._waiting.pop(run_id, None)
-            if process.returncode is None:
+        """Run `code` in a fresh child; `label` (flow/element) is for the Ray variant's task names."""
+        self._bind_loop()
+        assert self._slots is not None
+        async with self._slots:
+            process = await self._server()  # then no await until the run is sent: the reader sees it
+            run_id = f"run-{next(self._ids)}"
+            future: asyncio.Future = asyncio.get_running_loop().create_future()
+            self._waiting[run_id] = future
+            limits = {"memory_mb": memory_mb, "cpu_seconds": cpu_seconds, "timeout": timeout}
+            sizes = {"output_limit": output_limit, "print_limit": print_limit}
+            self._send(process, {"op": "run", "id": run_id, "code": code, "inputs": inputs, **limits, **sizes})
+            try:
+                answer = await asyncio.wait_for(future, timeout + _GRACE)
+            except BaseException as exc:  # cancelled (flow cancel, element timeout) or no answer in time
+                self._waiting.pop(run_id, None)
                 self._send(process, {"op": "kill", "id": run_id})
-            raise
+                if isinstance(exc, TimeoutError):
+                    raise ElementTimeout(f"the sandbox did not answer within {timeout + _GRACE:g} s") from None
+                raise
         if not answer.get("ok"):
-            raise ElementError(
-                answer.get("message", "the code failed"), error_type=answer.get("error_type", "code_error")
-            )
+            _raise_for(answer)
         return {"outputs": answer["outputs"], "printed": answer.get("printed", ""), "pid": answer.get("pid")}
 
     async def start(self) -> None:
         """Start the fork server now rather than on the first run."""
-        await self._ensure_server()
+        await self._server()
 
     def terminate(self) -> None:
-        """Kill the fork server and every child at once (its own process group), from any thread."""
+        """Kill the fork server and every child at once (its process group), from any thread."""
         if self.server_pid is not None:
             try:
                 os.killpg(self.server_pid, signal.SIGKILL)
@@ -154,12 +181,16 @@ class SandboxClient:
                 pass
 
     async def aclose(self) -> None:
+        """Stop the fork server (closing its stdin makes it kill its children and exit)."""
         process, self._process = self._process, None
         if process is not None and process.returncode is None:
+            assert process.stdin is not None
             process.stdin.close()
             try:
                 await asyncio.wait_for(process.wait(), 3)
             except TimeoutError:
-                process.kill()
+                self.terminate()
+                await process.wait()
         if self._reader is not None:
             self._reader.cancel()
+        self.server_pid = None

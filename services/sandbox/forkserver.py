@@ -1,16 +1,23 @@
-"""The fork server: a plain single-threaded process that forks one child per run.
+"""The fork server: a plain single-threaded process that forks one locked-down child per run.
 
 Started by `SandboxClient` as `python -m services.sandbox.forkserver` with a minimal
-environment (no secrets). RestrictedPython and the policy are imported once here, so a child
-starts warm (~ms). Requests arrive on stdin, answers leave on stdout (see `protocol`):
-`{"op": "run", "id", ...limits, "code", "inputs"}` → `{"id", "ok", ...}`; `{"op": "kill", "id"}`
-kills that child at once. The server kills a child at its wall-clock `timeout`, reaps every
-child, classifies deaths by signal (CPU limit, memory, killed) and, when stdin closes, kills
-all children and exits. It never runs user code itself.
+environment (no secrets). RestrictedPython, the policy and the allowed modules are imported
+once here, so a child starts warm (a few ms). The server compiles the code with RestrictedPython
+(cached by source; a compile error is answered without forking) but never executes it: only
+the locked-down child does.
+
+Protocol (`protocol` frames): stdin carries `{"op": "run", "id", "code", "inputs", "memory_mb",
+"cpu_seconds", "timeout", "output_limit", "print_limit"}` and `{"op": "kill", "id"}`; stdout
+carries `{"id": null, "ready": true, "pid"}` once, then one `{"id", "pid", "ok", …}` per run
+(the child's answer, or the server's account of its death: `timeout`, `cancelled`,
+`cpu_limit`, `output_too_large`, `crashed`). Many runs may be in flight. The server kills a
+child (SIGKILL) at its wall-clock `timeout` or on `kill`, caps what a child may send, reaps
+every child, and when stdin closes (its owner died) kills all children and exits.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import selectors
@@ -22,6 +29,11 @@ from typing import Any
 
 from services.sandbox import protocol
 from services.sandbox.child import run_in_child
+from services.sandbox.modules import preload
+from services.sandbox.policy import CodeRejected, compile_cached
+
+MAX_CODE_CHARS = 1_000_000
+_SLACK = 4096  # room for the error message around a capped answer
 
 
 @dataclass
@@ -31,6 +43,7 @@ class _Run:
     fd: int
     deadline: float
     timeout: float
+    output_limit: int
     killed: str | None = None
     data: bytearray = field(default_factory=bytearray)
 
@@ -40,39 +53,49 @@ def _address_space() -> int:
         return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _death(status: int) -> dict[str, Any]:
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGXCPU, signal.SIGKILL):
+        return {"error_type": "cpu_limit", "message": "the code used more CPU time than allowed"}
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        return {"error_type": "crashed", "message": f"the code's process died ({name}), perhaps out of memory"}
+    return {
+        "error_type": "crashed",
+        "message": f"the code's process exited ({os.WEXITSTATUS(status)}) without an answer",
+    }
+
+
 class ForkServer:
     def __init__(self, stdin: int, stdout: int):
         self.stdin = stdin
         self.stdout = stdout
+        self.devnull = os.open(os.devnull, os.O_RDWR)
         self.selector = selectors.DefaultSelector()
         self.runs: dict[str, _Run] = {}
         self.by_fd: dict[int, _Run] = {}
         self.inbox = bytearray()
+        self.exiting: set[int] = set()  # answered children not reaped yet
 
     def send(self, message: dict[str, Any]) -> None:
-        data = protocol.encode(message)
-        view = memoryview(data)
+        view = memoryview(protocol.encode(message))
         while view:
             view = view[os.write(self.stdout, view) :]
 
     def start(self, request: dict[str, Any]) -> None:
+        try:
+            if len(request["code"]) > MAX_CODE_CHARS:
+                raise CodeRejected(f"the code is longer than {MAX_CODE_CHARS} characters")
+            code = compile_cached(request["code"])
+        except CodeRejected as exc:  # no process needed to say so
+            return self.send({"id": request["id"], "ok": False, "error_type": exc.error_type, "message": exc.message})
         read_fd, write_fd = os.pipe()
         base = _address_space()
         pid = os.fork()
         if pid == 0:
-            os.close(read_fd)
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            for fd in [self.stdin, self.stdout, *self.by_fd]:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            run_in_child(request, write_fd, base)
+            run_in_child(request, code, write_fd, self.devnull, base)
         os.close(write_fd)
         timeout = float(request["timeout"])
-        run = _Run(request["id"], pid, read_fd, time.monotonic() + timeout, timeout)
+        run = _Run(request["id"], pid, read_fd, time.monotonic() + timeout, timeout, int(request["output_limit"]))
         self.runs[run.id] = run
         self.by_fd[read_fd] = run
         self.selector.register(read_fd, selectors.EVENT_READ)
@@ -87,42 +110,48 @@ class ForkServer:
                 pass
 
     def finish(self, run: _Run) -> None:
+        """The child closed its pipe: answer now; reap it now or, if still exiting, soon."""
         self.selector.unregister(run.fd)
         os.close(run.fd)
         del self.by_fd[run.fd]
         del self.runs[run.id]
-        _, status = os.waitpid(run.pid, 0)
-        self.send({"id": run.id, "pid": run.pid, **self.answer(run, status)})
+        answer = self.answer(run) if run.killed or not run.data else None
+        if answer is None:
+            try:
+                answer = json.loads(bytes(run.data))
+            except ValueError:
+                answer = None
+        if answer is None:  # no usable answer: how it died says why
+            answer = self.answer(run, os.waitpid(run.pid, 0)[1])
+        else:
+            self.exiting.add(run.pid)
+            self.reap()
+        self.send({"id": run.id, "pid": run.pid, **answer})
+
+    def reap(self) -> None:
+        for pid in list(self.exiting):
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                self.exiting.discard(pid)
 
     @staticmethod
-    def answer(run: _Run, status: int) -> dict[str, Any]:
+    def answer(run: _Run, status: int | None = None) -> dict[str, Any] | None:
         if run.killed == "timeout":
             return {"ok": False, "error_type": "timeout", "message": f"the code ran longer than {run.timeout:g} s"}
+        if run.killed == "output":
+            return {"ok": False, "error_type": "output_too_large", "message": "the code sent too much output"}
         if run.killed is not None:
             return {"ok": False, "error_type": "cancelled", "message": "the run was cancelled"}
-        if run.data:
-            try:
-                return json.loads(bytes(run.data))
-            except ValueError:
-                pass
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            if sig in (signal.SIGXCPU, signal.SIGKILL):
-                return {"ok": False, "error_type": "cpu_limit", "message": "the code used more CPU time than allowed"}
-            return {
-                "ok": False,
-                "error_type": "crashed",
-                "message": f"the code's process died ({signal.Signals(sig).name})",
-            }
-        return {"ok": False, "error_type": "memory_limit", "message": "the code's process ended without an answer"}
+        return None if status is None else {"ok": False, **_death(status)}
 
     def on_child_data(self, fd: int) -> None:
         run = self.by_fd[fd]
-        chunk = os.read(fd, 65536)
-        if chunk:
-            run.data += chunk
-        else:
-            self.finish(run)
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return self.finish(run)
+        run.data += chunk
+        if len(run.data) > run.output_limit + _SLACK:
+            self.kill(run.id, "output")
+            run.data.clear()
 
     def on_request(self) -> bool:
         chunk = os.read(self.stdin, 1 << 20)
@@ -136,28 +165,39 @@ class ForkServer:
                 self.start(request)
         return True
 
+    def expire(self) -> float:
+        """Kill the runs past their deadline; seconds until the next deadline."""
+        now = time.monotonic()
+        for run in list(self.runs.values()):
+            if run.killed is None and run.deadline <= now:
+                self.kill(run.id, "timeout")
+        return min((r.deadline for r in self.runs.values() if r.killed is None), default=now + 1.0) - now
+
     def serve(self) -> None:
         self.selector.register(self.stdin, selectors.EVENT_READ)
         self.send({"id": None, "ready": True, "pid": os.getpid()})
         while True:
-            now = time.monotonic()
-            for run in list(self.runs.values()):
-                if run.deadline <= now:
-                    self.kill(run.id, "timeout")
-            wait = min((r.deadline for r in self.runs.values() if r.killed is None), default=now + 1.0) - now
+            wait = min(self.expire(), 0.05) if self.exiting else self.expire()
             for key, _ in self.selector.select(timeout=max(wait, 0.001)):
-                if key.fd == self.stdin:
-                    if not self.on_request():
-                        return self.shutdown()
-                else:
+                if key.fd != self.stdin:
                     self.on_child_data(key.fd)
+                elif not self.on_request():
+                    return self.shutdown()
+            self.reap()
 
     def shutdown(self) -> None:
         for run in list(self.runs.values()):
             self.kill(run.id, "cancelled")
-        for run in list(self.runs.values()):
-            os.waitpid(run.pid, 0)
+        for pid in [run.pid for run in self.runs.values()] + list(self.exiting):
+            os.waitpid(pid, 0)
+
+
+def main() -> None:
+    preload()
+    gc.collect()
+    gc.freeze()  # children share these pages instead of copying them on first GC
+    ForkServer(sys.stdin.fileno(), sys.stdout.fileno()).serve()
 
 
 if __name__ == "__main__":
-    ForkServer(sys.stdin.fileno(), sys.stdout.fileno()).serve()
+    main()
