@@ -10,6 +10,7 @@ counts when its `flow_completed` arrives); per-element time through the service 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
 import os
 import socket
@@ -40,7 +41,7 @@ def _flow(flow_id: str, url: str, chain: int = 1) -> dict:
         "flow_definition": {
             "flow_id": flow_id,
             "elements": elements,
-            "connections": [{"from_id": a, "to_id": b} for a, b in zip(ids, ids[1:], strict=False)],
+            "connections": [{"from_id": a, "to_id": b} for a, b in itertools.pairwise(ids)],
             "start_element_id": "s",
         },
         "initial_inputs": {"x": 1},
