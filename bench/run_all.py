@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -60,7 +61,7 @@ def main() -> None:
         print(f"== {title} ({module})", flush=True)
         output, seconds = run_one(module)
         print(output, flush=True)
-        figures = "\n".join(line for line in output.splitlines() if line.strip())
+        figures = "\n".join(line for line in output.splitlines() if re.match(r"^([a-z0-9_]+: |\()", line))
         sections.append(f"## {title}\n\n`python -m {module}` ({seconds:.0f} s)\n\n```\n{figures}\n```\n")
     header = (
         "# Benchmarks\n\n"

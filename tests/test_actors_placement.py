@@ -1,0 +1,60 @@
+"""TASK placement: an element in a Ray task of its own, named flow/element, cancelled for real."""
+
+import asyncio
+import time
+
+import pytest
+
+from actors.placement import RayInvoker
+from elements.base import ElementBase, ElementContext, Placement
+from engine.models import ElementDefinition
+from engine.settings import Settings
+
+pytestmark = pytest.mark.ray
+
+
+class Crunch(ElementBase):
+    """CPU-bound stand-in: sleeps in a blocking call (as a C extension would) then answers."""
+
+    type_name = "test_crunch_unregistered"
+    placement = Placement.TASK
+
+    async def execute(self, inputs, ctx):
+        import os
+
+        time.sleep(inputs.get("seconds", 0))
+        return {"pid": os.getpid(), "double": inputs["x"] * 2}
+
+
+def crunch():
+    definition = ElementDefinition(type="test_crunch_unregistered", element_id="crunch")
+    return Crunch(definition, Crunch.Config())
+
+
+def ctx(element_id="crunch"):
+    settings = Settings(_env_file=None)
+    return ElementContext(flow_id="flow-t", element_id=element_id, settings=settings, services=None)
+
+
+async def test_task_elements_run_in_another_process(ray_runtime):
+    import os
+
+    result = await RayInvoker().invoke(crunch(), {"x": 21}, ctx())
+    assert result.outputs["double"] == 42 and result.outputs["pid"] != os.getpid()
+
+
+async def test_cancelling_a_task_element_cancels_the_ray_task(ray_runtime, dashboard_url):
+    from ray.util.state import list_tasks
+
+    invocation = asyncio.ensure_future(RayInvoker().invoke(crunch(), {"x": 1, "seconds": 60}, ctx("crunch-cancelled")))
+    await asyncio.sleep(2)
+    invocation.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await invocation
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        tasks = list_tasks(address=dashboard_url, filters=[("name", "=", "flow-t/crunch-cancelled")])
+        if tasks and all(t.state in ("FAILED", "CANCELED") for t in tasks):
+            break
+        await asyncio.sleep(0.5)
+    assert tasks and all(t.state in ("FAILED", "CANCELED") for t in tasks), [t.state for t in tasks]
