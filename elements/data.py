@@ -102,9 +102,15 @@ class MergerElement(ElementBase):
         if strategy == "list":
             merged_list: list[Any] = []
             for _, value in values:
-                merged_list.extend(value) if isinstance(value, list) else merged_list.append(value)
+                if isinstance(value, list):
+                    merged_list.extend(value)
+                else:
+                    merged_list.append(value)
             return {"merged": merged_list}
         merged: dict[str, Any] = {}
         for name, value in values:
-            merged.update(value) if isinstance(value, dict) else merged.__setitem__(name, value)
+            if isinstance(value, dict):
+                merged.update(value)
+            else:
+                merged[name] = value
         return {"merged": merged}
