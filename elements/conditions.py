@@ -78,13 +78,15 @@ class Condition(BaseModel):
     def holds(self, inputs: dict[str, Any], case_id: str) -> bool:
         try:
             actual = resolve(inputs, self.field)
-        except PathMissing:
-            actual = None
+        except PathMissing as missing:
+            actual, found = None, f"missing: {missing}"
+        else:
+            found = type(actual).__name__
         try:
             return bool(_OPERATORS[self.operator](actual, self.value))
         except TypeError:
             raise ElementError(
-                f"case '{case_id}': cannot compare field '{self.field}' ({type(actual).__name__}) "
+                f"case '{case_id}': cannot compare field '{self.field}' ({found}) "
                 f"{self.operator} {self.value!r} ({type(self.value).__name__}); make the types match",
                 error_type="condition_type_mismatch",
             ) from None

@@ -1,6 +1,7 @@
 """Paths into JSON-like values: `a.b[0].c`, `items[-1]`, `["key with.dots"]`.
 
-Contract: `parse_path` turns a path into keys and indices (ValueError on bad syntax);
+Contract: `parse_path` turns a path into a tuple of keys and indices (ValueError on bad syntax;
+paths of up to 256 characters are cached, since a configured path is walked on every run);
 `resolve(value, path)` walks it and raises `PathMissing` naming the first segment that does
 not exist. Shared by `selector` and `case`.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Any
 
 _TOKEN = re.compile(r"""\s*(?:\.?([A-Za-z_$][\w$-]*)|\[\s*(-?\d+)\s*\]|\[\s*("(?:[^"\\]|\\.)*")\s*\])""")
@@ -21,7 +23,14 @@ class PathMissing(LookupError):
         self.segment = segment
 
 
-def parse_path(path: str) -> list[str | int]:
+_CACHED_PATH_LENGTH = 256
+
+
+def parse_path(path: str) -> tuple[str | int, ...]:
+    return _parse_cached(path) if len(path) <= _CACHED_PATH_LENGTH else _parse(path)
+
+
+def _parse(path: str) -> tuple[str | int, ...]:
     parts: list[str | int] = []
     position = 0
     path = path.strip()
@@ -32,7 +41,10 @@ def parse_path(path: str) -> list[str | int]:
         name, index, quoted = match.groups()
         parts.append(name if name is not None else int(index) if index is not None else json.loads(quoted))
         position = match.end()
-    return parts
+    return tuple(parts)
+
+
+_parse_cached = lru_cache(maxsize=1024)(_parse)
 
 
 def resolve(value: Any, path: str) -> Any:

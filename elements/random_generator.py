@@ -4,6 +4,7 @@ the process-wide `random` state is never touched)."""
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from typing import Any, Literal
@@ -14,22 +15,28 @@ from elements.base import ElementBase, ElementContext
 from elements.registry import register
 
 
+def _is_whole(number: int | float) -> bool:
+    return isinstance(number, int) or number.is_integer()
+
+
 class RandomConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["int", "float", "choice", "uuid"] = "int"
-    min: float = 0
-    max: float = 100
+    min: int | float = 0
+    max: int | float = 100
     choices: list[Any] | None = None
     seed: int | str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> RandomConfig:
+        if not all(isinstance(bound, int) or math.isfinite(bound) for bound in (self.min, self.max)):
+            raise ValueError("min and max must be finite numbers")
         if self.mode in ("int", "float") and self.min > self.max:
-            raise ValueError(f"min ({self.min:g}) must not be greater than max ({self.max:g})")
+            raise ValueError(f"min ({self.min}) must not be greater than max ({self.max})")
         if self.mode == "choice" and not self.choices:
             raise ValueError("mode 'choice' needs a non-empty 'choices' list")
-        if self.mode == "int" and (self.min != int(self.min) or self.max != int(self.max)):
+        if self.mode == "int" and not all(_is_whole(bound) for bound in (self.min, self.max)):
             raise ValueError("mode 'int' needs whole numbers for min and max")
         return self
 

@@ -58,12 +58,21 @@ async def test_data_block_outputs_static_json():
 
 
 def test_paths():
-    assert parse_path('a.b[0]["c.d"][-1]') == ["a", "b", 0, "c.d", -1]
+    assert parse_path('a.b[0]["c.d"][-1]') == ("a", "b", 0, "c.d", -1)
     assert resolve({"a": [{"b": 7}]}, "a[0].b") == 7
     with pytest.raises(PathMissing, match="has no 'x'"):
         resolve({"a": {}}, "a.x")
     with pytest.raises(ValueError):
         parse_path("a..b")
+
+
+def test_long_paths_are_parsed_without_the_cache():
+    long_path = ".".join(["k"] * 200)
+    nested: dict = {"k": "leaf"}
+    for _ in range(199):
+        nested = {"k": nested}
+    assert resolve(nested, long_path) == "leaf"
+    assert parse_path(long_path) == ("k",) * 200
 
 
 async def test_selector_picks_by_path_with_default():
@@ -112,9 +121,22 @@ async def test_random_generator_modes_and_seed():
     assert len(ints) == 1
 
 
+async def test_random_generator_keeps_large_int_bounds_exact():
+    bound = 2**60 + 1
+    assert await run_element("random_generator", {}, mode="int", min=bound, max=bound) == {"value": bound}
+    assert await run_element("random_generator", {}, mode="int", min=3.0, max=3.0) == {"value": 3}
+
+
 @pytest.mark.parametrize(
     "config",
-    [{"mode": "int", "min": 5, "max": 1}, {"mode": "choice"}, {"mode": "int", "min": 0.5}, {"mode": "dice"}],
+    [
+        {"mode": "int", "min": 5, "max": 1},
+        {"mode": "choice"},
+        {"mode": "int", "min": 0.5},
+        {"mode": "dice"},
+        {"mode": "float", "min": float("-inf")},
+        {"mode": "float", "max": float("nan")},
+    ],
 )
 def test_random_generator_bad_config(config):
     with pytest.raises(ValidationError):

@@ -61,6 +61,11 @@ async def test_incompatible_types_are_an_element_error_naming_case_and_field():
     assert "case 'hit'" in raised.value.message and "'v'" in raised.value.message
 
 
+async def test_comparing_a_missing_field_says_it_is_missing():
+    with pytest.raises(ElementError, match=r"field 'order.total' \(missing: path 'order.total' has no 'total'\)"):
+        await run_element("case", {"order": {}}, **case_of([{"field": "order.total", "operator": ">", "value": 3}]))
+
+
 @pytest.mark.parametrize(
     "config",
     [
