@@ -25,7 +25,7 @@ from actors import metrics
 from actors.directory import coordinator_index, get_streamer
 from actors.event_forwarder import EventForwarder
 from actors.placement import RayInvoker
-from actors.usage import process_usage
+from actors.usage import MemoryReclaimer, process_usage
 from engine.events import Redactor
 from engine.logging_setup import configure_logging
 from engine.models import Event, utc_timestamp
@@ -56,6 +56,7 @@ class FlowCoordinatorCore:
         self.active: dict[str, _ActiveFlow] = {}
         self.finished: collections.OrderedDict[str, tuple[float, dict[str, Any]]] = collections.OrderedDict()
         self.completed_count = 0
+        self.memory = MemoryReclaimer()
         self._recovery: asyncio.Task | None = None
 
     async def _recover_once(self) -> None:
@@ -115,11 +116,14 @@ class FlowCoordinatorCore:
 
     def _expire(self) -> None:
         horizon = time.monotonic() - self.settings.event_retention_seconds
+        expired = 0
         while self.finished:
             ended, _ = next(iter(self.finished.values()))
             if ended > horizon:
                 break
             self.finished.popitem(last=False)
+            expired += 1
+        self.memory.released(expired, idle=not self.active and not self.finished)
 
     async def status(self, flow_id: str) -> dict[str, Any] | None:
         await self._recover_once()

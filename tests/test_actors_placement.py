@@ -9,6 +9,7 @@ from actors.placement import RayInvoker
 from elements.base import ElementBase, ElementContext, Placement
 from engine.models import ElementDefinition
 from engine.settings import Settings
+from tests.ray_state import wait_for_tasks
 
 pytestmark = pytest.mark.ray
 
@@ -44,17 +45,14 @@ async def test_task_elements_run_in_another_process(ray_runtime):
 
 
 async def test_cancelling_a_task_element_cancels_the_ray_task(ray_runtime, dashboard_url):
-    from ray.util.state import list_tasks
-
     invocation = asyncio.ensure_future(RayInvoker().invoke(crunch(), {"x": 1, "seconds": 60}, ctx("crunch-cancelled")))
     await asyncio.sleep(2)
     invocation.cancel()
     with pytest.raises(asyncio.CancelledError):
         await invocation
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        tasks = list_tasks(address=dashboard_url, filters=[("name", "=", "flow-t/crunch-cancelled")])
-        if tasks and all(t.state in ("FAILED", "CANCELED") for t in tasks):
-            break
-        await asyncio.sleep(0.5)
+
+    def ended(tasks):
+        return tasks and all(t.state in ("FAILED", "CANCELED") for t in tasks)
+
+    tasks = await asyncio.to_thread(wait_for_tasks, dashboard_url, "flow-t/crunch-cancelled", ended)
     assert tasks and all(t.state in ("FAILED", "CANCELED") for t in tasks), [t.state for t in tasks]

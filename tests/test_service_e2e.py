@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.fixtures.service import free_port
+from tests.ray_state import wait_for_tasks
 
 pytestmark = pytest.mark.ray
 
@@ -183,9 +184,7 @@ def test_custom_code_runs_in_the_sandbox_actor_under_its_flow_and_element_name(s
     assert post(service, body).status_code == 200
     events = backend2.wait_for_completion(f"ws/{flow_id}")
     assert events[-1]["data"]["outputs"] == {"text_output": "HELLO, HOW ARE YOU TODAY?"}
-    from ray.util.state import list_tasks
-
-    names = {t.name for t in list_tasks(address=dashboard_url, filters=[("name", "=", f"{flow_id}/llm-1")])}
+    names = {t.name for t in wait_for_tasks(dashboard_url, f"{flow_id}/llm-1")}
     assert names == {f"{flow_id}/llm-1"}
 
 

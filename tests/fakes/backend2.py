@@ -1,7 +1,10 @@
 """A real `websockets` Backend 2 on 127.0.0.1 for tests, in its own thread and event loop.
 
-It records every message per path (and deduplicated by seq per flow), can be stopped and
-restarted on the same port, and can read slowly (`read_delay` seconds per message).
+It records every message per path (`messages`; `unique` is what a Backend 2 deduplicating by
+`seq` keeps), counts connections, can be stopped as by a crash (connections aborted without a
+closing handshake, messages read but not yet processed are lost) and restarted on the same
+port, and can read slowly (`read_delay` seconds per message). Usable from sync code and from
+another event loop: it runs in its own thread and loop.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections import defaultdict
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 
 class FakeBackend2:
@@ -69,13 +73,17 @@ class FakeBackend2:
                     await asyncio.sleep(self.read_delay)
                 if self._server is None:  # stopped: what is still buffered is lost, as in a crash
                     return
-                decoded = json.loads(message)
-                if self.on_message is not None:
-                    self.on_message(decoded)
-                with self._lock:
-                    self.raw[path].append(decoded)
+                self._record(path, json.loads(message))
+        except ConnectionClosed:  # the streamer went away without a goodbye: nothing to do
+            pass
         finally:
             self._live.discard(connection)
+
+    def _record(self, path: str, decoded: dict[str, Any]) -> None:
+        if self.on_message is not None:
+            self.on_message(decoded)
+        with self._lock:
+            self.raw[path].append(decoded)
 
     def messages(self, path: str) -> list[dict[str, Any]]:
         with self._lock:
