@@ -3,12 +3,13 @@
 Contract: routes only translate HTTP to calls on the coordinator and streamer actors and back.
 - `POST /execute` → 200 `started` before the flow runs to its end; 422 with every problem and
   its JSON path (nothing started); 409 when the flow id is running; 413 over `MAX_REQUEST_BYTES`.
+- `POST /validate` → the same checks as `/execute` without running anything: 200 `valid`
+  with the warnings, or 422 / 413 as above.
 - `GET /health`, `GET /flows/{id}`, `GET /flows/{id}/events?after_seq=N`,
   `POST /flows/{id}/cancel`, OpenAPI at `/docs`. Bearer auth when `API_KEY` is set.
 """
 
 import asyncio
-import json
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
@@ -21,7 +22,7 @@ from engine.models import ExecuteRequest
 from engine.settings import get_settings
 from engine.validation import validate_request
 from web import guards
-from web.schemas import EventsOut, FlowStatusOut, Health, Problems, Started, problems_body
+from web.schemas import EventsOut, FlowStatusOut, Health, Problems, Started, Validated, problems_body
 
 api = FastAPI(
     title="Flow Executor (Backend 1)",
@@ -49,6 +50,21 @@ class FlowExecutorIngress:
     def _coordinator(self, flow_id: str) -> Any:
         return self.coordinators[coordinator_index(flow_id, len(self.coordinators))]
 
+    async def _validated(self, request: Request) -> tuple[Any, JSONResponse | None]:
+        """The request body once it is within the size limit and valid, else the error answer."""
+        too_big = JSONResponse({"detail": f"body over {self.settings.max_request_bytes} bytes"}, 413)
+        declared = request.headers.get("content-length", "0")
+        if declared.isdigit() and int(declared) > self.settings.max_request_bytes:
+            return None, too_big
+        body = await request.body()
+        if len(body) > self.settings.max_request_bytes:
+            return None, too_big
+        validation = validate_request(body, self.settings)
+        if not validation.ok:
+            problems = [p.as_dict() for p in validation.problems]
+            return None, JSONResponse(problems_body("the flow is invalid; nothing was started", problems), 422)
+        return (body, validation), None
+
     @api.post(
         "/execute",
         response_model=Started,
@@ -56,23 +72,31 @@ class FlowExecutorIngress:
         openapi_extra=_EXECUTE_BODY,
     )
     async def execute(self, request: Request) -> Any:
-        declared = request.headers.get("content-length", "0")
-        if declared.isdigit() and int(declared) > self.settings.max_request_bytes:
-            return JSONResponse({"detail": f"body over {self.settings.max_request_bytes} bytes"}, 413)
-        body = await request.body()
-        if len(body) > self.settings.max_request_bytes:
-            return JSONResponse({"detail": f"body over {self.settings.max_request_bytes} bytes"}, 413)
-        validation = validate_request(body, self.settings)
-        if not validation.ok:
-            problems = [p.as_dict() for p in validation.problems]
-            return JSONResponse(problems_body("the flow is invalid; nothing was started", problems), 422)
+        valid, refusal = await self._validated(request)
+        if refusal is not None:
+            return refusal
+        body, validation = valid
         flow_id = validation.request.flow_id
-        answer = await self._coordinator(flow_id).submit.remote(json.loads(body))
+        answer = await self._coordinator(flow_id).submit.remote(body)  # raw bytes: cheapest to ship
         if answer["outcome"] == "conflict":
             return JSONResponse({"detail": f"flow '{flow_id}' is already running"}, 409)
         if answer["outcome"] == "invalid":
             return JSONResponse(problems_body("the flow is invalid; nothing was started", answer["problems"]), 422)
         return Started(flow_id=flow_id, warnings=answer["warnings"])
+
+    @api.post(
+        "/validate",
+        response_model=Validated,
+        responses={413: {}, 422: {"model": Problems}},
+        openapi_extra=_EXECUTE_BODY,
+    )
+    async def validate(self, request: Request) -> Any:
+        """Check an `/execute` body without running it (for a builder validating as one edits)."""
+        valid, refusal = await self._validated(request)
+        if refusal is not None:
+            return refusal
+        _, validation = valid
+        return Validated(flow_id=validation.request.flow_id, warnings=[p.as_dict() for p in validation.warnings])
 
     @api.get("/health", response_model=Health)
     async def health(self) -> Health:

@@ -68,16 +68,17 @@ class FlowCoordinatorCore:
         except Exception:
             log.exception("coordinator %d: closing orphaned flows failed", self.index)
 
-    async def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def submit(self, body: bytes | dict[str, Any]) -> dict[str, Any]:
+        """Start a flow from an `/execute` body (JSON bytes or parsed): `started`, `conflict`
+        (its flow id is running here) or `invalid` with the problems."""
         await self._recover_once()
-        flow_id = body.get("flow_id")
-        if isinstance(flow_id, str) and flow_id in self.active:
-            return {"outcome": "conflict", "flow_id": flow_id}
         validation = validate_request(body, self.settings)
         if not validation.ok:
             return {"outcome": "invalid", "problems": [p.as_dict() for p in validation.problems]}
         request, plan = validation.request, validation.plan
         assert request is not None and plan is not None
+        if request.flow_id in self.active:
+            return {"outcome": "conflict", "flow_id": request.flow_id}
         forwarder = EventForwarder(self.streamer, request.flow_id, request.backend2_ws_url)
         run = FlowRun(
             plan=plan,

@@ -1,7 +1,9 @@
 """Forwards one flow's events from its coordinator to the Backend 2 streamer actor.
 
 Contract: it is the scheduler's sink. `__call__` never blocks: it queues the event and makes
-sure a flush is scheduled on the running loop `FLUSH_DELAY` later. A flush sends everything
+sure a flush is scheduled on the running loop — at once for the flow's first event (so
+`flow_started` reaches Backend 2 without delay and the streamer starts connecting while the
+flow runs), `FLUSH_DELAY` later for the others. A flush sends everything
 queued so far as one `publish` call, and only one publish per flow is in flight at a time, so batches reach the
 streamer in `seq` order and a burst of LLM tokens costs one actor call, not one per token.
 `close()` flushes the rest and tells the streamer the flow has ended — with the last batch
@@ -33,11 +35,13 @@ class EventForwarder:
         self._flush: asyncio.Task | None = None
         self._closing = False
         self._final_sent = False
+        self._delay = 0.0  # the first event goes at once
 
     def __call__(self, event: Event) -> None:
         self._queued.append(event.to_message())
         if self._flush is None:
-            self._flush = asyncio.get_running_loop().create_task(self._drain(FLUSH_DELAY))
+            self._flush = asyncio.get_running_loop().create_task(self._drain(self._delay))
+            self._delay = FLUSH_DELAY
 
     async def _drain(self, delay: float = 0.0) -> None:
         try:

@@ -227,7 +227,11 @@ class StreamerCore:
         """One connection: send bursts, collect pongs; returns once a finished flow is delivered."""
         event_log = delivery.log
         connection = await connect(
-            event_log.url, open_timeout=OPEN_TIMEOUT, close_timeout=CLOSE_TIMEOUT, ping_interval=None
+            event_log.url,
+            open_timeout=OPEN_TIMEOUT,
+            close_timeout=CLOSE_TIMEOUT,
+            ping_interval=None,
+            compression=None,  # small JSON events: deflate costs both ends more CPU than it saves
         )
         delivery.connection = connection
         delivery.last_error = None

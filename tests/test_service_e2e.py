@@ -45,9 +45,14 @@ def test_health_and_docs(service):
     assert httpx.get(f"{service}/health").json()["status"] == "healthy"
     assert httpx.get(f"{service}/docs").status_code == 200
     spec = httpx.get(f"{service}/openapi.json").json()
-    assert {"/execute", "/health", "/flows/{flow_id}", "/flows/{flow_id}/events", "/flows/{flow_id}/cancel"} <= set(
-        spec["paths"]
-    )
+    assert {
+        "/execute",
+        "/validate",
+        "/health",
+        "/flows/{flow_id}",
+        "/flows/{flow_id}/events",
+        "/flows/{flow_id}/cancel",
+    } <= set(spec["paths"])
 
 
 def test_seed_flow_streams_every_event_in_order(service, backend2):
@@ -106,6 +111,22 @@ def test_invalid_flows_get_422_with_every_problem_and_nothing_starts(service, ba
     assert any("cycle: " in p["message"] for p in problems)
     bad = httpx.post(f"{service}/execute", content=b"{oops", headers={"content-type": "application/json"})
     assert bad.status_code == 422 and "not valid JSON" in bad.json()["problems"][0]["message"]
+
+
+def test_validate_checks_without_running(service, backend2):
+    body = seed_flow(backend2)
+    body["flow_definition"]["elements"]["orphan"] = {"type": "data_block", "element_id": "orphan", "data": {}}
+    answer = httpx.post(f"{service}/validate", json=body)
+    assert answer.status_code == 200 and answer.json()["status"] == "valid"
+    assert [w["path"] for w in answer.json()["warnings"]] == ["flow_definition.elements.orphan"]
+    body["flow_definition"]["elements"]["llm-1"]["type"] = "teleport"
+    refused = httpx.post(f"{service}/validate", json=body)
+    assert refused.status_code == 422
+    errors = [p["path"] for p in refused.json()["problems"] if p["severity"] == "error"]
+    assert errors == ["flow_definition.elements.llm-1.type"]
+    assert httpx.post(f"{service}/validate", content=b"x" * 6_000_000).status_code == 413
+    assert httpx.get(f"{service}/flows/{body['flow_id']}").status_code == 404  # nothing ran
+    assert backend2.messages(f"ws/{body['flow_id']}") == []
 
 
 def test_a_running_flow_id_gets_409(service, backend2, fake_bedrock):

@@ -20,6 +20,12 @@ class Started(BaseModel):
     warnings: list[ProblemOut] = []
 
 
+class Validated(BaseModel):
+    status: str = "valid"
+    flow_id: str
+    warnings: list[ProblemOut] = []
+
+
 class Problems(BaseModel):
     detail: str
     problems: list[ProblemOut]
