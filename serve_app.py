@@ -20,7 +20,7 @@ from actors.directory import coordinator_index, ensure_actors, get_streamer
 from engine.logging_setup import configure_logging
 from engine.models import ExecuteRequest
 from engine.settings import get_settings
-from engine.validation import validate_request
+from engine.validation import Validation, validate_request
 from web import guards
 from web.schemas import EventsOut, FlowStatusOut, Health, Problems, Started, Validated, problems_body
 
@@ -50,20 +50,20 @@ class FlowExecutorIngress:
     def _coordinator(self, flow_id: str) -> Any:
         return self.coordinators[coordinator_index(flow_id, len(self.coordinators))]
 
-    async def _validated(self, request: Request) -> tuple[Any, JSONResponse | None]:
-        """The request body once it is within the size limit and valid, else the error answer."""
+    async def _validated(self, request: Request) -> tuple[bytes, Validation] | JSONResponse:
+        """The body and its validation when within the size limit and valid, else the refusal."""
         too_big = JSONResponse({"detail": f"body over {self.settings.max_request_bytes} bytes"}, 413)
         declared = request.headers.get("content-length", "0")
         if declared.isdigit() and int(declared) > self.settings.max_request_bytes:
-            return None, too_big
+            return too_big
         body = await request.body()
         if len(body) > self.settings.max_request_bytes:
-            return None, too_big
+            return too_big
         validation = validate_request(body, self.settings)
         if not validation.ok:
             problems = [p.as_dict() for p in validation.problems]
-            return None, JSONResponse(problems_body("the flow is invalid; nothing was started", problems), 422)
-        return (body, validation), None
+            return JSONResponse(problems_body("the flow is invalid; nothing was started", problems), 422)
+        return body, validation
 
     @api.post(
         "/execute",
@@ -72,10 +72,10 @@ class FlowExecutorIngress:
         openapi_extra=_EXECUTE_BODY,
     )
     async def execute(self, request: Request) -> Any:
-        valid, refusal = await self._validated(request)
-        if refusal is not None:
-            return refusal
-        body, validation = valid
+        checked = await self._validated(request)
+        if isinstance(checked, JSONResponse):
+            return checked
+        body, validation = checked
         flow_id = validation.request.flow_id
         answer = await self._coordinator(flow_id).submit.remote(body)  # raw bytes: cheapest to ship
         if answer["outcome"] == "conflict":
@@ -92,11 +92,11 @@ class FlowExecutorIngress:
     )
     async def validate(self, request: Request) -> Any:
         """Check an `/execute` body without running it (for a builder validating as one edits)."""
-        valid, refusal = await self._validated(request)
-        if refusal is not None:
-            return refusal
-        _, validation = valid
-        return Validated(flow_id=validation.request.flow_id, warnings=[p.as_dict() for p in validation.warnings])
+        checked = await self._validated(request)
+        if isinstance(checked, JSONResponse):
+            return checked
+        warnings = [p.as_dict() for p in checked[1].warnings]
+        return Validated(flow_id=checked[1].request.flow_id, warnings=warnings)
 
     @api.get("/health", response_model=Health)
     async def health(self) -> Health:
