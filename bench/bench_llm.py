@@ -6,7 +6,8 @@
   thread → loop hop. Backend 2's hop (streamer, WebSocket) is measured by the service benchmark.
 - concurrency: N streams of 10 deltas × 50 ms (~0.5 s of tokens each) at once, total time vs.
   one stream alone, and the worst stall of the event loop meanwhile (it must stay free for the
-  coordinator's other work).
+  coordinator's other work). Then the same streams split over as many processes as the service
+  has coordinators (`--processes`, default 2), as the service runs them.
 
 Prints `name: value unit` lines. `python -m bench.bench_llm [--streams 1000]`.
 """
@@ -113,6 +114,36 @@ async def concurrent_seconds(url: str, streams: int) -> tuple[float, float, floa
         service.close()
 
 
+def _spread_worker(url: str, streams: int, barrier: Any, results: Any) -> None:
+    async def run() -> tuple[float, float]:
+        service = BedrockService(fake_bedrock_settings(url), max_workers=max(streams, 16))
+        try:
+            await service.generate_text(_request(), lambda _t: None)  # warm: client + connection
+            await asyncio.to_thread(barrier.wait)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(service.generate_text(_request(), lambda _t: None) for _ in range(streams)))
+            return t0, time.perf_counter()
+        finally:
+            service.close()
+
+    results.put(asyncio.run(run()))
+
+
+def spread_seconds(url: str, streams: int, processes: int) -> float:
+    """`streams` at once split over `processes` processes, as the service splits flows over its
+    coordinators (each with its own Bedrock client): from the common start to the last end."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(processes), context.Queue()
+    share = [streams // processes + (i < streams % processes) for i in range(processes)]
+    workers = [context.Process(target=_spread_worker, args=(url, n, barrier, results)) for n in share]
+    for worker in workers:
+        worker.start()
+    spans = [results.get(timeout=300) for _ in workers]
+    for worker in workers:
+        worker.join(10)
+    return max(end for _, end in spans) - min(start for start, _ in spans)
+
+
 def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
@@ -121,6 +152,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--chunks", type=int, default=500)
+    parser.add_argument("--processes", type=int, default=2, help="as many as the service's coordinators")
     args = parser.parse_args()
 
     with FakeProcess(chunks=["t"] * args.chunks, delay=0.002, stamp=True) as url:
@@ -130,10 +162,13 @@ async def main() -> None:
 
     with FakeProcess(chunks=[f"w{i} " for i in range(10)], delay=0.05) as url:
         single, total, stall = await concurrent_seconds(url, args.streams)
+        spread = await asyncio.to_thread(spread_seconds, url, args.streams, args.processes)
     print(f"single_stream: {single:.3f} s")
     print(f"concurrent_{args.streams}_streams: {total:.3f} s")
     print(f"concurrent_vs_single: {total / single:.2f} x")
     print(f"worst_event_loop_stall_during_concurrent: {stall * 1000:.0f} ms")
+    print(f"concurrent_{args.streams}_streams_{args.processes}_processes: {spread:.3f} s")
+    print(f"concurrent_{args.processes}_processes_vs_single: {spread / single:.2f} x")
 
 
 if __name__ == "__main__":
