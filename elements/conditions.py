@@ -3,16 +3,18 @@
 Contract: `Condition` validates its operator and, for `regex`, compiles the pattern at config
 time. `holds(inputs)` reads `field` (a path, see `elements.paths`; a missing field is `None`)
 and applies the operator. Comparing values of incompatible types raises `ElementError`
-naming the field, never a bare TypeError.
+naming the field, never a bare TypeError. A `regex` is matched with the `regex` package and a
+timeout (`REGEX_TIMEOUT`; case runs inline on the coordinator's loop, so a catastrophic
+pattern must not stall it): running out of time is an `ElementError` (`regex_timeout`).
 """
 
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Callable
 from typing import Any, Literal
 
+import regex
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from elements.paths import PathMissing, parse_path, resolve
@@ -22,6 +24,22 @@ Operator = Literal[
     "==", "!=", ">", ">=", "<", "<=", "contains", "not_contains", "starts_with", "ends_with",
     "is_empty", "is_not_empty", "regex",
 ]  # fmt: skip
+
+
+REGEX_TIMEOUT = 0.05  # seconds per match
+
+
+def _regex(value: Any, pattern: str) -> bool:
+    if value is None:
+        return False
+    try:
+        return regex.search(pattern, str(value), timeout=REGEX_TIMEOUT) is not None
+    except TimeoutError:
+        raise ElementError(
+            f"regex {pattern!r} took over {REGEX_TIMEOUT * 1000:g} ms on a {len(str(value))}-character value; "
+            "simplify the pattern (nested repetition backtracks exponentially)",
+            error_type="regex_timeout",
+        ) from None
 
 
 def _is_empty(value: Any, _: Any) -> bool:
@@ -47,7 +65,7 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "ends_with": lambda a, b: str(a).endswith(str(b)) if a is not None else False,
     "is_empty": _is_empty,
     "is_not_empty": lambda a, b: not _is_empty(a, b),
-    "regex": lambda a, b: a is not None and re.search(b, str(a)) is not None,
+    "regex": _regex,
 }
 
 
@@ -70,8 +88,8 @@ class Condition(BaseModel):
             if not isinstance(self.value, str):
                 raise ValueError("a regex condition needs a string pattern in 'value'")
             try:
-                re.compile(self.value)
-            except re.error as exc:
+                regex.compile(self.value)
+            except regex.error as exc:
                 raise ValueError(f"invalid regex {self.value!r}: {exc}") from None
         return self
 

@@ -94,3 +94,14 @@ async def test_flow_select_routes_by_input_config_or_default():
     assert (await run_element("flow_select", {}, **config, selection="fast")).ports == {"fast"}
     routed = await run_element("flow_select", {"mode": "fast", "x": 1}, **config, selection_input="mode")
     assert routed.ports == {"fast"} and routed.outputs["x"] == 1
+
+
+async def test_a_catastrophic_regex_times_out_as_an_element_error():
+    import time
+
+    evil = [{"field": "v", "operator": "regex", "value": r"^(a|aa)+$"}]
+    started = time.perf_counter()
+    with pytest.raises(ElementError) as raised:
+        await run_element("case", {"v": "a" * 40 + "!"}, **case_of(evil))
+    assert time.perf_counter() - started < 1.0  # with `re` this search runs for hours
+    assert raised.value.error_type == "regex_timeout" and "^(a|aa)+$" in raised.value.message
