@@ -1,11 +1,13 @@
 """Forwards one flow's events from its coordinator to the Backend 2 streamer actor.
 
 Contract: it is the scheduler's sink. `__call__` never blocks: it queues the event and makes
-sure a flush is scheduled on the running loop — at once for the flow's first event (so
-`flow_started` reaches Backend 2 without delay and the streamer starts connecting while the
-flow runs), `FLUSH_DELAY` later for the others. A flush sends everything
-queued so far as one `publish` call, and only one publish per flow is in flight at a time, so batches reach the
-streamer in `seq` order and a burst of LLM tokens costs one actor call, not one per token.
+sure a flush is scheduled on the running loop. The flow's first flush waits only
+`FIRST_FLUSH_TURNS` turns of the loop (microseconds; a flow of inline elements ends within
+them and travels as one publish), so `flow_started` reaches Backend 2 at once and the streamer
+connects while the flow runs; later flushes wait `FLUSH_DELAY`. A flush sends everything queued
+so far as one `publish` call, and only one publish per flow is in flight at a time, so batches
+reach the streamer in `seq` order and a burst of LLM tokens costs one actor call, not one per
+token.
 `close()` flushes the rest and tells the streamer the flow has ended — with the last batch
 (`final=True`) when there is one, so a short flow costs as few actor calls as possible.
 """
@@ -24,6 +26,7 @@ _PUBLISH_ATTEMPTS = 5
 # Events of the next 2 ms travel together: a short flow's whole run is one actor call, and a
 # token stream still reaches Backend 2 within a few ms (the relay goal is p99 ≤ 5 ms).
 FLUSH_DELAY = 0.002
+FIRST_FLUSH_TURNS = 16
 
 
 class EventForwarder:
@@ -35,18 +38,23 @@ class EventForwarder:
         self._flush: asyncio.Task | None = None
         self._closing = False
         self._final_sent = False
-        self._delay = 0.0  # the first event goes at once
+        self._first = True
 
     def __call__(self, event: Event) -> None:
         self._queued.append(event.to_message())
         if self._flush is None:
-            self._flush = asyncio.get_running_loop().create_task(self._drain(self._delay))
-            self._delay = FLUSH_DELAY
+            self._flush = asyncio.get_running_loop().create_task(self._drain(first=self._first))
+            self._first = False
 
-    async def _drain(self, delay: float = 0.0) -> None:
+    async def _drain(self, first: bool = False, wait: bool = True) -> None:
         try:
-            if delay:
-                await asyncio.sleep(delay)
+            if first:
+                for _ in range(FIRST_FLUSH_TURNS):
+                    if self._closing:
+                        break
+                    await asyncio.sleep(0)
+            elif wait:
+                await asyncio.sleep(FLUSH_DELAY)
             while self._queued:
                 batch, self._queued = self._queued, []
                 final = self._closing
@@ -70,7 +78,7 @@ class EventForwarder:
         """Flush the rest; the last publish carries `final`, else a separate `finish` does."""
         self._closing = True
         if self._flush is None and self._queued:
-            self._flush = asyncio.get_running_loop().create_task(self._drain())
+            self._flush = asyncio.get_running_loop().create_task(self._drain(wait=False))
         while self._flush is not None:
             await asyncio.shield(self._flush)
         if self._final_sent:
