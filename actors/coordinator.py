@@ -4,7 +4,7 @@ Contract: one async actor runs many flows concurrently (the pool is sized by
 `COORDINATOR_COUNT`; flows are assigned by flow id, see `actors.directory`). `submit(body)`
 validates with the same function as the ingress, refuses a flow id that is already running
 (`conflict`), otherwise starts the run as an asyncio task and returns at once. Events go to
-the streamer through an `EventForwarder`. `status` answers for running flows and for finished
+the streamer through the coordinator's `EventOutbox`, batched across its flows. `status` answers for running flows and for finished
 ones until `EVENT_RETENTION_SECONDS` after they ended; `cancel` reaches running work through
 the scheduler (which cancels element coroutines, Ray tasks and sandbox runs). It does no I/O
 of its own: elements and `services/` do.
@@ -23,7 +23,7 @@ import ray
 
 from actors import metrics
 from actors.directory import coordinator_index, get_streamer
-from actors.event_forwarder import EventForwarder
+from actors.event_forwarder import EventForwarder, EventOutbox
 from actors.placement import RayInvoker
 from actors.usage import MemoryReclaimer, process_usage
 from engine.events import Redactor
@@ -50,6 +50,7 @@ class FlowCoordinatorCore:
         self.count = count
         self.settings = services.settings
         self.streamer = streamer
+        self.outbox = EventOutbox(streamer)
         self.services = services
         self.invoker = RayInvoker()
         self.redactor = Redactor(self.settings.secret_values())
@@ -79,7 +80,7 @@ class FlowCoordinatorCore:
         assert request is not None and plan is not None
         if request.flow_id in self.active:
             return {"outcome": "conflict", "flow_id": request.flow_id}
-        forwarder = EventForwarder(self.streamer, request.flow_id, request.backend2_ws_url)
+        forwarder = self.outbox.forwarder(request.flow_id, request.backend2_ws_url)
         run = FlowRun(
             plan=plan,
             initial_inputs=request.initial_inputs,
@@ -179,8 +180,7 @@ class FlowCoordinatorCore:
                 timestamp=utc_timestamp(),
                 data={"status": "failed", "outputs": {}, "error": error, "duration_ms": None},
             )
-            await self.streamer.publish.remote(flow["flow_id"], flow["url"], [event.to_message()])
-            await self.streamer.finish.remote(flow["flow_id"])
+            await self.streamer.publish.remote(flow["flow_id"], flow["url"], [event.to_message()], True)
             self.finished[flow["flow_id"]] = (
                 time.monotonic(),
                 {"flow_id": flow["flow_id"], "status": "failed", "error": error, "elements": {}, "outputs": {},

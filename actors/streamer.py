@@ -2,7 +2,8 @@
 
 Contract:
 - `publish(flow_id, url, messages, final=False)` appends events to the flow's log and wakes
-  its delivery task; it never waits on the network. `final=True` (or `finish(flow_id)`) says
+  its delivery task; it never waits on the network. `publish_many` does it for several flows
+  in one call (what a coordinator's `EventOutbox` sends). `final=True` (or `finish(flow_id)`) says
   no more events will come; a later publish starting again at seq 1 is a new run of the id.
 - One delivery task and one WebSocket per flow, so a slow or absent Backend 2 of one flow
   never slows another (no lock is shared across flows). Events go out as JSON text frames,
@@ -132,6 +133,14 @@ class StreamerCore:
         if final:
             delivery.log.finish(time.monotonic())
         delivery.wake.set()
+
+    async def publish_many(self, entries: list[tuple[str, str, list[dict[str, Any]], bool]]) -> None:
+        """`publish` for several flows in one call: `(flow_id, url, messages, final)` each."""
+        for flow_id, url, messages, final in entries:
+            if messages:
+                await self.publish(flow_id, url, messages, final)
+            elif final:
+                await self.finish(flow_id)
 
     async def finish(self, flow_id: str) -> None:
         delivery = self.flows.get(flow_id)

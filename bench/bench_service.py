@@ -12,6 +12,7 @@ counts when its `flow_completed` arrives); per-element time through the service 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -20,6 +21,7 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 
 import httpx
 
@@ -61,6 +63,7 @@ class Arrivals:
     def __init__(self, queue: multiprocessing.Queue) -> None:
         self.started: dict[str, float] = {}
         self.completed: dict[str, float] = {}
+        self.relay_ms: list[float] = []  # stamped LLM deltas: fake Bedrock send → Backend 2 receive
         self._waiters: dict[tuple[str, str], asyncio.Future[float]] = {}
         self._lock = threading.Lock()
         threading.Thread(target=self._drain, args=(queue,), daemon=True).start()
@@ -68,6 +71,9 @@ class Arrivals:
     def _drain(self, queue: multiprocessing.Queue) -> None:
         while True:
             kind, flow_id, at = queue.get()
+            if kind == "llm_chunk":
+                self.relay_ms.append(at)
+                continue
             with self._lock:
                 (self.started if kind == "flow_started" else self.completed)[flow_id] = at
                 waiter = self._waiters.pop((kind, flow_id), None)
@@ -119,6 +125,10 @@ def _serve_backend2(port: int, queue: multiprocessing.Queue) -> None:
     def report(message: dict) -> None:
         if message["type"] in ("flow_started", "flow_completed"):
             queue.put((message["type"], message["flow_id"], time.perf_counter()))
+        elif message["type"] == "llm_chunk":  # a fake Bedrock stamps `<monotonic_ns>:` on each delta
+            stamp = message["data"]["chunk"].split(":", 1)[0]
+            if stamp.isdigit():
+                queue.put(("llm_chunk", message["flow_id"], (time.monotonic_ns() - int(stamp)) / 1e6))
 
     FakeBackend2(port=port, on_message=report).start()
     threading.Event().wait()
@@ -166,16 +176,24 @@ async def noop_throughput(base: str, seconds: float, kind: str = "get") -> float
     return done / (time.perf_counter() - t0)
 
 
-async def flow_started_latency(base: str, backend2, arrivals: Arrivals, n: int) -> list[float]:
-    samples = []
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+async def one_flow_at_a_time(
+    base: str, arrivals: Arrivals, body_for: Callable[[str], dict], n: int
+) -> list[tuple[float, float, float]]:
+    """Per flow, run one at a time: (POST sent, flow_started arrived, flow_completed arrived)."""
+    times = []
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         for _ in range(n):
-            flow_id = f"lat-{uuid.uuid4().hex[:10]}"
+            flow_id = f"seq-{uuid.uuid4().hex[:10]}"
             t0 = time.perf_counter()
-            (await client.post("/execute", json=_flow(flow_id, backend2.url(f"ws/{flow_id}")))).raise_for_status()
-            samples.append((await arrivals.wait("flow_started", flow_id) - t0) * 1000)
-            await arrivals.wait("flow_completed", flow_id)
-    return samples
+            (await client.post("/execute", json=body_for(flow_id))).raise_for_status()
+            started = await arrivals.wait("flow_started", flow_id)
+            times.append((t0, started, await arrivals.wait("flow_completed", flow_id)))
+    return times
+
+
+async def flow_started_latency(base: str, backend2, arrivals: Arrivals, n: int) -> list[float]:
+    times = await one_flow_at_a_time(base, arrivals, lambda f: _flow(f, backend2.url(f"ws/{f}")), n)
+    return [(started - t0) * 1000 for t0, started, _ in times]
 
 
 async def flow_throughput(base: str, backend2, arrivals: Arrivals, seconds: float) -> float:
@@ -234,11 +252,15 @@ async def measure(base: str, backend2, arrivals: Arrivals) -> None:
     print(f"service_per_element_50_chain: {await chain_per_element_ms(base, backend2, arrivals, 50, 20):.3f} ms")
 
 
-def main() -> None:
+@contextlib.contextmanager
+def running_service(env: dict[str, str] | None = None) -> Iterator[tuple[str, Backend2Process, Arrivals]]:
+    """Backend 2 in its own process, then Ray + Serve with the app; yields (base URL, Backend 2,
+    arrivals). `env` reaches every Ray process (workers inherit the driver's environment)."""
     import ray
     from ray import serve
 
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.update(env or {})
     backend2 = Backend2Process()
     arrivals = Arrivals(backend2.queue)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -248,11 +270,16 @@ def main() -> None:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(serve_app.app, name="flow-executor", route_prefix="/")
-        asyncio.run(measure(f"http://127.0.0.1:{port}", backend2, arrivals))
+        yield f"http://127.0.0.1:{port}", backend2, arrivals
     finally:
         serve.shutdown()
         ray.shutdown()
         backend2.shutdown()
+
+
+def main() -> None:
+    with running_service() as (base, backend2, arrivals):
+        asyncio.run(measure(base, backend2, arrivals))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Each benchmark is a module with a `main()` that prints `name: value unit` lines; this runner
 runs each in its own interpreter (so Ray start-ups and imports do not bleed between them),
-with a time limit, and records the machine, the versions, the command and the figures.
+with a time limit, and records the machine, the versions, the command and the figures, then
+the hand-written reading notes of docs/BENCHMARKS.notes.md.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ BENCHMARKS = [
     ("Engine overhead vs LangGraph", "bench.bench_engine"),
     ("Service latency and throughput (HTTP + Ray + Backend 2)", "bench.bench_service"),
     ("LLM streaming (fake Bedrock)", "bench.bench_llm"),
+    ("LLM flows through the whole service (fake Bedrock → Backend 2)", "bench.bench_llm_service"),
     ("custom_code sandbox", "bench.bench_custom_code"),
 ]
 LIMIT_SECONDS = 300
@@ -71,7 +73,9 @@ def main() -> None:
         f"- Python {platform.python_version()}; {_versions()}\n"
         "- every figure is a line `name: value unit`; peers are measured in the same run.\n\n"
     )
-    (ROOT / "docs" / "BENCHMARKS.md").write_text(header + "\n".join(sections))
+    notes = ROOT / "docs" / "BENCHMARKS.notes.md"  # how to read the figures, kept by hand
+    tail = "\n" + notes.read_text() if notes.exists() else ""
+    (ROOT / "docs" / "BENCHMARKS.md").write_text(header + "\n".join(sections) + tail)
     print("wrote docs/BENCHMARKS.md")
 
 

@@ -1,106 +1,109 @@
-"""EventForwarder without Ray: batching, the prompt first flush, order, final, retries."""
+"""EventOutbox / EventForwarder without Ray: prompt flushes, batching across flows, order,
+final, retries."""
 
 import asyncio
 import time
 
 import pytest
 
-from actors.event_forwarder import FLUSH_DELAY, EventForwarder
+from actors.event_forwarder import EventOutbox
 from engine.models import Event, utc_timestamp
 
 
-class _Method:
-    def __init__(self, calls, name, latency=0.0, failures=0):
-        self.calls, self.name, self.latency, self.failures = calls, name, latency, failures
+class FakeStreamer:
+    """Stands in for the streamer actor handle: records `publish_many` calls."""
 
-    def remote(self, *args):
-        return self._call(args)
+    def __init__(self, latency=0.0, failures=0):
+        self.calls = []  # (arrived, entries)
+        self.latency, self.failures, self.attempts = latency, failures, 0
+        self.publish_many = self
 
-    attempts = 0
+    def remote(self, entries):
+        return self._call(entries)
 
-    async def _call(self, args):
+    async def _call(self, entries):
         self.attempts += 1
         arrived = time.perf_counter()
         await asyncio.sleep(self.latency)
         if self.failures:
             self.failures -= 1
             raise ConnectionError("streamer restarting")
-        self.calls.append((self.name, arrived, args))
+        self.calls.append((arrived, entries))
+
+    def seqs(self, flow_id):
+        return [m["seq"] for _, entries in self.calls for fid, _, ms, _ in entries if fid == flow_id for m in ms]
+
+    def finals(self, flow_id):
+        return [final for _, entries in self.calls for fid, _, _, final in entries if fid == flow_id and final]
 
 
-class FakeStreamer:
-    """Stands in for the streamer actor handle: records publish/finish calls."""
-
-    def __init__(self, latency=0.0, failures=0):
-        self.calls = []
-        self.publish = _Method(self.calls, "publish", latency, failures)
-        self.finish = _Method(self.calls, "finish", latency)
-
-    def published(self):
-        return [(args[2], args[3]) for name, _, args in self.calls if name == "publish"]
+def event(seq, kind="element_completed", flow_id="f"):
+    return Event(type=kind, flow_id=flow_id, seq=seq, timestamp=utc_timestamp(), element_id="e", data={})
 
 
-def event(seq, kind="element_completed"):
-    return Event(type=kind, flow_id="f", seq=seq, timestamp=utc_timestamp(), element_id="e", data={})
-
-
-async def test_a_flow_that_ends_at_once_is_one_final_publish():
+async def test_a_flow_that_ends_at_once_is_one_entry_of_one_call():
     streamer = FakeStreamer()
-    forwarder = EventForwarder(streamer, "f", "ws://b2/f")
+    forwarder = EventOutbox(streamer).forwarder("f", "ws://b2/f")
     for seq in range(1, 9):
         forwarder(event(seq))
         await asyncio.sleep(0)  # the scheduler yields between elements
     await forwarder.close()
-    [(batch, final)] = streamer.published()
-    assert [m["seq"] for m in batch] == list(range(1, 9)) and final
-    assert [name for name, *_ in streamer.calls] == ["publish"]  # no separate finish
+    [(_, [(flow_id, url, messages, final)])] = streamer.calls
+    assert (flow_id, url, final) == ("f", "ws://b2/f", True)
+    assert [m["seq"] for m in messages] == list(range(1, 9))
 
 
-async def test_the_first_event_leaves_without_the_batching_delay():
+async def test_events_apart_in_time_leave_at_once_and_those_of_one_step_together():
     streamer = FakeStreamer()
-    forwarder = EventForwarder(streamer, "f", "ws://b2/f")
-    t0 = time.perf_counter()
-    forwarder(event(1, "flow_started"))
-    await asyncio.sleep(0.05)  # the flow is busy (an LLM call, say)
-    (_, arrived, args) = streamer.calls[0]
-    assert [m["seq"] for m in args[2]] == [1] and arrived - t0 < FLUSH_DELAY
-    forwarder(event(2))
-    forwarder(event(3))
-    await asyncio.sleep(FLUSH_DELAY / 2)
-    assert len(streamer.calls) == 1  # later events wait for the batching window
+    forwarder = EventOutbox(streamer).forwarder("f", "ws://b2/f")
+    for seq in (1, 2, 3):  # flow_started, then tokens 20 ms apart as a model streams them
+        t0 = time.perf_counter()
+        forwarder(event(seq, "llm_chunk"))
+        await asyncio.sleep(0.02)
+        assert streamer.calls[-1][0] - t0 < 0.002
+    forwarder(event(4))
+    forwarder(event(5))  # emitted in the same step: one entry
     await forwarder.close()
-    assert [[m["seq"] for m in batch] for batch, _ in streamer.published()] == [[1], [2, 3]]
-    assert streamer.published()[-1][1] is True
+    batches = [[m["seq"] for m in entries[0][2]] for _, entries in streamer.calls]
+    assert batches == [[1], [2], [3], [4, 5]] and streamer.finals("f") == [True]
 
 
-async def test_one_publish_in_flight_keeps_batches_in_order():
-    streamer = FakeStreamer(latency=0.01)
-    forwarder = EventForwarder(streamer, "f", "ws://b2/f")
-    for seq in range(1, 201):
-        forwarder(event(seq))
-        if seq % 20 == 0:
-            await asyncio.sleep(0.003)
-    await forwarder.close()
-    seqs = [m["seq"] for batch, _ in streamer.published() for m in batch]
-    assert seqs == list(range(1, 201))
-    assert 1 < len(streamer.published()) < 200  # batched, not one call per event
+async def test_many_flows_share_calls_under_load_each_in_seq_order():
+    streamer = FakeStreamer(latency=0.005)
+    outbox = EventOutbox(streamer)
+    forwarders = {f"f{i}": outbox.forwarder(f"f{i}", f"ws://b2/f{i}") for i in range(100)}
+    for seq in range(1, 21):  # 100 flows streaming 20 tokens each, a token every 2 ms
+        for flow_id, forwarder in forwarders.items():
+            forwarder(event(seq, "llm_chunk", flow_id))
+        await asyncio.sleep(0.002)
+    await asyncio.gather(*(f.close() for f in forwarders.values()))
+    for flow_id in forwarders:
+        assert streamer.seqs(flow_id) == list(range(1, 21)) and streamer.finals(flow_id) == [True]
+    assert len(streamer.calls) < 20  # 2,000 events: batched across flows, not one call per token
 
 
-async def test_close_without_pending_events_sends_finish():
+async def test_close_without_pending_events_still_marks_the_flow_final():
     streamer = FakeStreamer()
-    forwarder = EventForwarder(streamer, "f", "ws://b2/f")
+    forwarder = EventOutbox(streamer).forwarder("f", "ws://b2/f")
     forwarder(event(1, "flow_started"))
     await asyncio.sleep(0.01)
     await forwarder.close()
-    assert [name for name, *_ in streamer.calls] == ["publish", "finish"]
+    assert [entries for _, entries in streamer.calls][-1] == [("f", "ws://b2/f", [], True)]
 
 
 @pytest.mark.parametrize("failures", [1, 3])
-async def test_a_failed_publish_is_retried(failures):
+async def test_a_failed_call_is_retried_whole(failures):
     streamer = FakeStreamer(failures=failures)
-    forwarder = EventForwarder(streamer, "f", "ws://b2/f")
+    forwarder = EventOutbox(streamer).forwarder("f", "ws://b2/f")
     forwarder(event(1))
     await forwarder.close()
-    [(batch, final)] = streamer.published()
-    assert [m["seq"] for m in batch] == [1] and final
-    assert streamer.publish.attempts == failures + 1
+    assert streamer.seqs("f") == [1] and streamer.finals("f") == [True]
+    assert streamer.attempts == failures + 1
+
+
+async def test_close_returns_even_when_the_streamer_stays_down():
+    streamer = FakeStreamer(failures=99)
+    forwarder = EventOutbox(streamer).forwarder("f", "ws://b2/f")
+    forwarder(event(1))
+    await asyncio.wait_for(forwarder.close(), 10)  # gives up after its attempts, never hangs
+    assert streamer.calls == [] and streamer.attempts == 5

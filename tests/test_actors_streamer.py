@@ -64,6 +64,15 @@ async def test_events_arrive_once_each_in_seq_order_even_when_published_out_of_o
     assert (await streamer.stats())["connections"] == 0
 
 
+async def test_publish_many_serves_several_flows_in_one_call(streamer, backend2):
+    a, b = new_flow("many-a"), new_flow("many-b")
+    await streamer.publish_many([(a, backend2.url(f"ws/{a}"), events(a, 1, 2), False), (b, backend2.url(f"ws/{b}"), events(b, 1, 3, final=True), True)])  # fmt: skip
+    await streamer.publish_many([(a, backend2.url(f"ws/{a}"), [], True)])  # only the end: a finish
+    await wait_until(lambda: streamer.flows[a].task.done() and streamer.flows[b].task.done())
+    assert seqs(backend2.messages(f"ws/{a}")) == [1, 2] and seqs(backend2.messages(f"ws/{b}")) == [1, 2, 3]
+    assert (await streamer.delivery_state(a))["finished"]
+
+
 async def test_backend2_down_at_start_then_up_gets_everything_once(streamer, make_backend2):
     server = make_backend2(start=False)
     flow = new_flow("late")

@@ -1,0 +1,93 @@
+"""LLM flows through the whole service: HTTP → Ray Serve → coordinator → Bedrock (the fake, in its
+own process) → streamer → a websockets Backend 2 in its own process.
+
+Every delta of the fake carries `time.monotonic_ns()` taken just before its frame is sent;
+Backend 2 subtracts it on receipt (CLOCK_MONOTONIC is system-wide), so the relay figure is
+fake Bedrock send → Backend 2 receive, every hop included. Each flow is the seed's flow
+(start → llm_text → end) streaming 10 deltas 50 ms apart (~0.7 s with the opening and closing
+frames).
+
+Figures: relay p50/p99 over 40 flows run one at a time; one flow alone (POST → its
+`flow_completed` at Backend 2, median of those 40); `--flows` flows (default 1,000) posted at
+once by 64 concurrent clients, from the first POST to the last `flow_completed`, and the ratio.
+`python -m bench.bench_llm_service [--flows 1000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import statistics
+import time
+import types
+import uuid
+from pathlib import Path
+
+import httpx
+
+from bench.bench_llm import FakeProcess
+from bench.bench_service import Arrivals, one_flow_at_a_time, pct, running_service
+from tests.fixtures.bedrock import bedrock_env
+
+SEED = json.loads((Path(__file__).resolve().parent.parent / "examples" / "seed_llm.json").read_text())
+POSTERS = 64
+
+
+def seed_flow(backend2, flow_id: str) -> dict:
+    body = copy.deepcopy(SEED)
+    body["flow_id"] = body["flow_definition"]["flow_id"] = flow_id
+    body["backend2_ws_url"] = backend2.url(f"ws/{flow_id}")
+    return body
+
+
+async def one_at_a_time(base: str, backend2, arrivals: Arrivals, rounds: int) -> list[float]:
+    """Seconds from POST to `flow_completed` at Backend 2, one flow at a time."""
+    times = await one_flow_at_a_time(base, arrivals, lambda flow_id: seed_flow(backend2, flow_id), rounds)
+    return [completed - t0 for t0, _, completed in times]
+
+
+async def all_at_once(base: str, backend2, arrivals: Arrivals, flows: int) -> float:
+    """Seconds from the first POST to the last `flow_completed` of `flows` concurrent flows."""
+    ids = [f"llm-{uuid.uuid4().hex[:10]}" for _ in range(flows)]
+    queue = list(ids)
+    limits = httpx.Limits(max_connections=POSTERS)
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
+
+        async def poster() -> None:
+            while queue:
+                flow_id = queue.pop()
+                (await client.post("/execute", json=seed_flow(backend2, flow_id))).raise_for_status()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(poster() for _ in range(POSTERS)))
+        ends = await asyncio.gather(*(arrivals.wait("flow_completed", flow_id) for flow_id in ids))
+    return max(ends) - t0
+
+
+async def measure(base: str, backend2, arrivals: Arrivals, flows: int) -> None:
+    await one_at_a_time(base, backend2, arrivals, 3)  # warm: Bedrock clients, connections
+    arrivals.relay_ms.clear()
+    single = statistics.median(await one_at_a_time(base, backend2, arrivals, 40))
+    relay = list(arrivals.relay_ms)
+    print(f"service_relay_latency_p50: {statistics.median(relay):.2f} ms")
+    print(f"service_relay_latency_p99: {pct(relay, 99):.2f} ms")
+    print(f"service_single_llm_flow: {single:.3f} s")
+    total = await all_at_once(base, backend2, arrivals, flows)
+    print(f"service_concurrent_{flows}_llm_flows: {total:.3f} s")
+    print(f"service_concurrent_vs_single: {total / single:.2f} x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--flows", type=int, default=1000)
+    args = parser.parse_args()
+    with FakeProcess(chunks=[f"w{i} " for i in range(10)], delay=0.05, stamp=True) as url:
+        env = bedrock_env(types.SimpleNamespace(url=url)) | {"AWS_EC2_METADATA_DISABLED": "true"}
+        with running_service(env) as (base, backend2, arrivals):
+            asyncio.run(measure(base, backend2, arrivals, args.flows))
+
+
+if __name__ == "__main__":
+    main()
