@@ -233,12 +233,9 @@ async def measure(base: str, backend2, arrivals: Arrivals) -> None:
     noop = await noop_latency(base, 200)
     post = await noop_latency(base, 200, "post")
     started = await flow_started_latency(base, backend2, arrivals, 200)
-    print(f"noop_request_p50: {statistics.median(noop):.2f} ms")
-    print(f"noop_request_p95: {pct(noop, 95):.2f} ms")
-    print(f"noop_post_p50: {statistics.median(post):.2f} ms")
-    print(f"noop_post_p95: {pct(post, 95):.2f} ms")
-    print(f"execute_to_flow_started_p50: {statistics.median(started):.2f} ms")
-    print(f"execute_to_flow_started_p95: {pct(started, 95):.2f} ms")
+    for name, samples in (("noop_request", noop), ("noop_post", post), ("execute_to_flow_started", started)):
+        print(f"{name}_p50: {statistics.median(samples):.2f} ms")
+        print(f"{name}_p95: {pct(samples, 95):.2f} ms")
     print(f"flow_started_p50_minus_noop_p50: {statistics.median(started) - statistics.median(noop):.2f} ms")
     print(f"flow_started_p50_minus_noop_post_p50: {statistics.median(started) - statistics.median(post):.2f} ms")
     noop_rps = await noop_throughput(base, 8)
@@ -247,8 +244,8 @@ async def measure(base: str, backend2, arrivals: Arrivals) -> None:
     print(f"noop_requests_per_s_32_clients: {noop_rps:.1f} req/s")
     print(f"noop_posts_per_s_32_clients: {post_rps:.1f} req/s")
     print(f"flows_per_s_32_clients_3_elements: {flows:.1f} flows/s")
-    print(f"flows_per_s_vs_noop: {flows / noop_rps:.2f} x")
-    print(f"flows_per_s_vs_noop_post: {flows / post_rps:.2f} x")
+    for name, rate in (("noop", noop_rps), ("noop_post", post_rps)):
+        print(f"flows_per_s_vs_{name}: {flows / rate:.2f} x")
     print(f"service_per_element_50_chain: {await chain_per_element_ms(base, backend2, arrivals, 50, 20):.3f} ms")
 
 
