@@ -43,7 +43,6 @@ class EventOutbox:
         self._pending: dict[str, _Pending] = {}
         self._flush: asyncio.Task | None = None
         self._sent_final: dict[str, asyncio.Future[None]] = {}
-        self.calls = 0  # publish_many calls made (for stats and tests)
 
     def forwarder(self, flow_id: str, url: str) -> EventForwarder:
         return EventForwarder(self, flow_id, url)
@@ -87,7 +86,6 @@ class EventOutbox:
             self._flush = None
 
     async def _publish(self, entries: list[tuple[str, str, list[dict[str, Any]], bool]]) -> None:
-        self.calls += 1
         for attempt in range(1, _PUBLISH_ATTEMPTS + 1):
             try:
                 await self._streamer.publish_many.remote(entries)

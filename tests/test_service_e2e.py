@@ -148,12 +148,17 @@ def llm_flow(backend2, fake_bedrock, chunks=10, delay=0.02, flow_id=None, max_ti
     return body
 
 
-def test_cancel_stops_a_running_flow(service, backend2, fake_bedrock):
+def streaming_llm_flow(service, backend2, fake_bedrock, chunks):
+    """Post an LLM flow of `chunks` tokens 50 ms apart; returns its id once a token arrived."""
     fake_bedrock.reset()
-    body = llm_flow(backend2, fake_bedrock, chunks=200, delay=0.05)
-    flow_id = body["flow_id"]
+    body = llm_flow(backend2, fake_bedrock, chunks=chunks, delay=0.05)
     assert post(service, body).status_code == 200
-    backend2.wait_for(f"ws/{flow_id}", lambda ev: any(e["type"] == "llm_chunk" for e in ev))
+    backend2.wait_for(f"ws/{body['flow_id']}", lambda ev: any(e["type"] == "llm_chunk" for e in ev))
+    return body["flow_id"]
+
+
+def test_cancel_stops_a_running_flow(service, backend2, fake_bedrock):
+    flow_id = streaming_llm_flow(service, backend2, fake_bedrock, chunks=200)
     t0 = time.monotonic()
     response = httpx.post(f"{service}/flows/{flow_id}/cancel", timeout=10)
     assert response.status_code == 200, response.text
@@ -194,14 +199,21 @@ def test_backend2_not_listening_at_start_still_completes_and_is_replayable(servi
     assert events[0]["type"] == "flow_started" and events[-1]["type"] == "flow_completed"
 
 
-def test_custom_code_runs_in_the_sandbox_actor_under_its_flow_and_element_name(service, backend2, dashboard_url):
-    flow_id = new_id("code")
+def custom_code_flow(backend2, flow_id, code, **config):
+    """The seed's flow with custom_code `code` in place of llm_text."""
     body = seed_flow(backend2, flow_id=flow_id)
     body["flow_definition"]["elements"]["llm-1"] = {
         "type": "custom_code",
         "element_id": "llm-1",
-        "code": "def main(inputs):\n    return {'llm_output': inputs['prompt'].upper()}",
+        "code": code,
+        **config,
     }
+    return body
+
+
+def test_custom_code_runs_in_the_sandbox_actor_under_its_flow_and_element_name(service, backend2, dashboard_url):
+    flow_id = new_id("code")
+    body = custom_code_flow(backend2, flow_id, "def main(inputs):\n    return {'llm_output': inputs['prompt'].upper()}")
     assert post(service, body).status_code == 200
     events = backend2.wait_for_completion(f"ws/{flow_id}")
     assert events[-1]["data"]["outputs"] == {"text_output": "HELLO, HOW ARE YOU TODAY?"}
@@ -213,13 +225,7 @@ def test_cancel_kills_a_busy_custom_code_process(service, backend2):
     import psutil
 
     flow_id = new_id("busy")
-    body = seed_flow(backend2, flow_id=flow_id)
-    body["flow_definition"]["elements"]["llm-1"] = {
-        "type": "custom_code",
-        "element_id": "llm-1",
-        "code": "while True:\n    pass",
-        "timeout_seconds": 60,
-    }
+    body = custom_code_flow(backend2, flow_id, "while True:\n    pass", timeout_seconds=60)
     assert post(service, body).status_code == 200
     backend2.wait_for(
         f"ws/{flow_id}", lambda ev: any(e["type"] == "element_started" and e["element_id"] == "llm-1" for e in ev)

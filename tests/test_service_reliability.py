@@ -11,7 +11,7 @@ import ray
 from actors.directory import NAMESPACE, coordinator_index, coordinator_name
 from tests.fixtures.service import CANARIES
 from tests.malformed_bodies import malformed_bodies
-from tests.test_service_e2e import llm_flow, post, seed_flow
+from tests.test_service_e2e import llm_flow, post, seed_flow, streaming_llm_flow
 
 pytestmark = pytest.mark.ray
 
@@ -27,11 +27,7 @@ def wait_status(service, flow_id, timeout=15):
 
 
 def test_a_killed_coordinator_fails_its_flows_clearly_and_is_restarted(service, backend2, fake_bedrock):
-    fake_bedrock.reset()
-    body = llm_flow(backend2, fake_bedrock, chunks=400, delay=0.05)
-    flow_id = body["flow_id"]
-    assert post(service, body).status_code == 200
-    backend2.wait_for(f"ws/{flow_id}", lambda ev: any(e["type"] == "llm_chunk" for e in ev))
+    flow_id = streaming_llm_flow(service, backend2, fake_bedrock, chunks=400)
     coordinator = ray.get_actor(coordinator_name(coordinator_index(flow_id, 2)), namespace=NAMESPACE)
     ray.kill(coordinator, no_restart=False)
     events = backend2.wait_for_completion(f"ws/{flow_id}", timeout=30)
