@@ -1,6 +1,9 @@
 """This process's resources: usage for actors' `stats`, and giving freed memory back to the OS.
 
-- `process_usage()`: pid, resident memory (`rss_bytes`) and open file descriptors.
+- `process_usage()`: pid, resident memory (`rss_bytes`), open file descriptors (`open_fds`) and
+  the memory blocks the interpreter holds (`python_blocks`, `sys.getallocatedblocks()`: every
+  live allocation of Python's allocator, whatever its size — unlike RSS it does not keep a
+  high-water mark, so a leak of Python objects shows as steady growth from round to round).
 - `MemoryReclaimer`: long-lived actors free per-flow state in bursts (logs expiring after
   retention). CPython and glibc keep freed heap pages mapped, so resident memory stays at its
   high-water mark. `released(count, idle)` is told how many flows' state was just freed and
@@ -14,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import sys
 from dataclasses import dataclass
 
 import psutil
@@ -21,7 +25,12 @@ import psutil
 
 def process_usage() -> dict[str, int]:
     process = psutil.Process()
-    return {"pid": process.pid, "rss_bytes": process.memory_info().rss, "open_fds": process.num_fds()}
+    return {
+        "pid": process.pid,
+        "rss_bytes": process.memory_info().rss,
+        "open_fds": process.num_fds(),
+        "python_blocks": sys.getallocatedblocks(),
+    }
 
 
 def _malloc_trim():

@@ -75,7 +75,7 @@ async def test_cancelling_the_caller_kills_the_child(actor_client):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert_gone(children, timeout=2)
+    assert_gone(children, timeout=10)
 
 
 async def test_fifty_concurrent_runs(actor_client):

@@ -8,7 +8,7 @@ from actors.usage import MemoryReclaimer, process_usage
 def test_process_usage_reports_this_process():
     usage = process_usage()
     assert usage["pid"] == psutil.Process().pid
-    assert usage["rss_bytes"] > 10_000_000 and usage["open_fds"] > 0
+    assert usage["rss_bytes"] > 10_000_000 and usage["open_fds"] > 0 and usage["python_blocks"] > 10_000
 
 
 def test_reclaims_when_idle_or_every_n_releases():

@@ -191,8 +191,8 @@ async def test_cancelling_the_element_hangs_up_the_stream(bedrock_hub, bedrock_s
     with pytest.raises(asyncio.CancelledError):
         await task
     stream = bedrock_server.wait_for_stream()
-    assert bedrock_server.wait_for_abort(stream, 2.0)
-    assert stream.aborted_at - cancelled_at < 1.0
+    assert bedrock_server.wait_for_abort(stream, 5.0)
+    assert stream.aborted_at - cancelled_at < 3.0  # the rest of the stream would take 5 s
     count = len(chunks.items)
     await asyncio.sleep(0.2)
     assert len(chunks.items) == count, "chunks kept coming after the cancel"
@@ -210,20 +210,18 @@ async def test_timeout_around_the_element_hangs_up_the_stream(bedrock_hub, bedro
         async with asyncio.timeout(0.3):
             await make(LlmTextElement, **SEED_LLM).execute({"prompt": "hi"}, context(bedrock_hub))
     stream = bedrock_server.wait_for_stream(index=1)
-    assert bedrock_server.wait_for_abort(stream, 1.0)
+    assert bedrock_server.wait_for_abort(stream, 5.0)
 
 
 async def test_two_elements_stream_concurrently(bedrock_hub, bedrock_server):
     bedrock_server.script_text([f"w{i} " for i in range(8)], delay=0.05)
     a, b = Chunks(), Chunks()
-    t0 = time.monotonic()
     await asyncio.gather(
         make(LlmTextElement, **SEED_LLM).execute({"prompt": "a"}, context(bedrock_hub, a)),
         make(LlmTextElement, **SEED_LLM).execute({"prompt": "b"}, context(bedrock_hub, b)),
     )
-    elapsed = time.monotonic() - t0
-    assert elapsed < 1.0  # ~one stream (11 frames × 50 ms), not two in a row (≥ 1.1 s)
-    assert a.items[0][0] < b.items[-1][0] and b.items[0][0] < a.items[-1][0]  # overlapping
+    # Each stream began before the other ended: concurrent, whatever the machine's load.
+    assert a.items[0][0] < b.items[-1][0] and b.items[0][0] < a.items[-1][0]
 
 
 # -- llm_structured --------------------------------------------------------------------------
@@ -361,7 +359,7 @@ async def test_flow_element_timeout_hangs_up_the_stream(bedrock_hub, bedrock_ser
     [error] = [event for event in events if event.type == "element_error"]
     assert error.data["error_type"] == "timeout"
     stream = bedrock_server.wait_for_stream(index=1)
-    assert bedrock_server.wait_for_abort(stream, 1.0)
+    assert bedrock_server.wait_for_abort(stream, 5.0)
 
 
 async def test_flow_missing_credentials_fail_only_the_element(bedrock_server, no_ambient_aws_credentials):

@@ -103,5 +103,5 @@ async def test_a_catastrophic_regex_times_out_as_an_element_error():
     started = time.perf_counter()
     with pytest.raises(ElementError) as raised:
         await run_element("case", {"v": "a" * 40 + "!"}, **case_of(evil))
-    assert time.perf_counter() - started < 1.0  # with `re` this search runs for hours
+    assert time.perf_counter() - started < 10  # with `re` this search runs for hours
     assert raised.value.error_type == "regex_timeout" and "^(a|aa)+$" in raised.value.message

@@ -163,7 +163,7 @@ def test_cancel_stops_a_running_flow(service, backend2, fake_bedrock):
     response = httpx.post(f"{service}/flows/{flow_id}/cancel", timeout=10)
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "cancelled"
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 5  # the stream alone would take 10 s
     events = backend2.wait_for_completion(f"ws/{flow_id}")
     assert events[-1]["data"]["status"] == "cancelled"
     assert any(e["type"] == "element_error" and e["data"]["error_type"] == "cancelled" for e in events)
@@ -240,5 +240,5 @@ def test_cancel_kills_a_busy_custom_code_process(service, backend2):
     assert children, "the custom code should be running in a forked child"
     t0 = time.monotonic()
     assert httpx.post(f"{service}/flows/{flow_id}/cancel", timeout=10).json()["status"] == "cancelled"
-    gone, alive = psutil.wait_procs(children, timeout=1)
-    assert not alive and time.monotonic() - t0 < 2
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive and time.monotonic() - t0 < 10  # the code itself would run for its whole limit

@@ -153,19 +153,14 @@ async def test_service_keeps_working_after_a_cancel(service, bedrock_server):
 async def test_two_streams_run_concurrently(service, bedrock_server):
     bedrock_server.script_text([f"w{i} " for i in range(10)], delay=0.05)
     log: list[str] = []
-    t0 = time.monotonic()
     await service.generate_text(_request(), log.append)  # warm the client
-    single = time.monotonic() - t0
     log.clear()
     tagged: list[str] = []
-    t0 = time.monotonic()
     ends = await asyncio.gather(
         service.generate_text(_request("A"), lambda t: tagged.append("A")),
         service.generate_text(_request("B"), lambda t: tagged.append("B")),
     )
-    both = time.monotonic() - t0
     assert [end.text for end in ends] == ["".join(f"w{i} " for i in range(10))] * 2
-    assert both < single * 1.5
     first_b = tagged.index("B")
     assert "A" in tagged[first_b:], f"streams did not interleave: {tagged}"
 
