@@ -12,6 +12,8 @@ Contract:
   (`flow_id/element_id`) in the Ray dashboard. Errors arrive as the same `ElementError`s; a
   dead or unreachable actor is `sandbox_unavailable` (transient). Cancelling the awaiting
   coroutine cancels the actor task (`ray.cancel`), whose cancellation kills the child.
+- `isolation()` is the OS isolation level of its fork server (`namespaces+seccomp`,
+  `landlock+seccomp`, `restricted-python-only` or `none`), which `GET /health` reports.
 - `sandbox_client_for_ray(settings)` is what the coordinator puts in its `ServiceHub` overrides.
 """
 
@@ -27,6 +29,7 @@ from actors.directory import _ACTOR_OPTIONS
 from engine.errors import ElementError
 from engine.settings import Settings
 from services.sandbox.client import SandboxClient, SandboxError
+from services.sandbox.isolation import make_undumpable
 
 SANDBOX_NAME = "custom-code-sandbox"
 
@@ -34,10 +37,16 @@ SANDBOX_NAME = "custom-code-sandbox"
 @ray.remote
 class SandboxActor:
     def __init__(self) -> None:
+        make_undumpable()
         self.client = SandboxClient()
 
     async def run(self, code: str, inputs: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
         return await self.client.run(code, inputs, **limits)
+
+    async def isolation(self) -> str | None:
+        """Starts the fork server if needed; the OS isolation level it reached (see `isolation`)."""
+        await self.client.start()
+        return self.client.isolation
 
     async def server_pid(self) -> int | None:
         """Starts the fork server if needed; its pid (tests look at its children)."""

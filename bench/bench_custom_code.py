@@ -6,6 +6,12 @@
   sandbox actor, which owns the fork server (what a flow under Ray does).
 - `concurrent_50_*`: 50 runs started at once, total time until the last result.
 - `fork_server_start`: time for the first run of a new client (the fork server starts).
+- `isolation_<level>_{paced,back_to_back}_p50/p95`: runs straight through a `SandboxClient`
+  (no element, no Ray), with the OS isolation on (`auto`: namespaces+seccomp, or Landlock)
+  beside off (`restricted-python-only`), in the same process and run. `paced`: one run every
+  50 ms (a flow's custom-code element; the fork server has its spare runs ready); `back_to_back`:
+  each run starts when the last answered (throughput of one caller: every run pays for the
+  fork of its replacement).
 
 Prints `name: value unit` lines. `python -m bench.bench_custom_code [--runs 300] [--no-ray]`.
 """
@@ -69,6 +75,34 @@ async def _in_process(runs: int) -> None:
         await client.aclose()
 
 
+async def _isolation_levels(runs: int) -> None:
+    import os
+
+    from services.sandbox.client import SandboxClient
+
+    for level in ("auto", "restricted-python-only"):
+        os.environ["CUSTOM_CODE_ISOLATION"] = level
+        client = SandboxClient()
+        try:
+            await client.start()
+            for n in range(10):
+                await client.run(CODE, {"n": n}, memory_mb=100, cpu_seconds=5, timeout=10)
+            for pacing, gap in (("paced", 0.05), ("back_to_back", 0.0)):
+                samples = []
+                for n in range(runs):
+                    t0 = time.perf_counter()
+                    result = await client.run(CODE, {"n": n}, memory_mb=100, cpu_seconds=5, timeout=10)
+                    samples.append((time.perf_counter() - t0) * 1000)
+                    assert result["outputs"] == {"doubled": n * 2}
+                    await asyncio.sleep(gap)
+                name = f"isolation_{client.isolation}_{pacing}"
+                print(f"{name}_p50: {_percentile(samples, 50):.2f} ms")
+                print(f"{name}_p95: {_percentile(samples, 95):.2f} ms")
+        finally:
+            await client.aclose()
+            os.environ.pop("CUSTOM_CODE_ISOLATION", None)
+
+
 async def _through_ray(runs: int) -> None:
     from actors.sandbox import SandboxActorClient
 
@@ -80,6 +114,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--no-ray", action="store_true")
     args = parser.parse_args()
+    asyncio.run(_isolation_levels(args.runs))
     asyncio.run(_in_process(args.runs))
     if args.no_ray:
         return

@@ -7,7 +7,10 @@ errors with their line (problem at `…elements.<id>.code`) before the flow star
 `CUSTOM_CODE_MAX_CPU_SECONDS`; `timeout_seconds` is the wall clock (default: CPU seconds + 5).
 Outputs are the dict `main` returns, plus `printed` when the code printed something. Runs go
 through `ctx.service("sandbox")` (in-process fork server, or the sandbox actor under Ray);
-cancelling the element kills its process at once.
+cancelling the element kills its process at once. Inputs nested more than
+`engine.limits.MAX_VALUE_DEPTH` deep are refused here (`input_invalid`) before they go anywhere;
+the sandbox client adds `input_too_large` (a request over its 64 MB frame) and `output_invalid`
+(outputs nested too deeply), see `services.sandbox.client`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from elements.base import ElementBase, ElementContext, Placement
 from elements.registry import register
+from engine.errors import InputValidationError
+from engine.limits import MAX_VALUE_DEPTH, depth_exceeds
 from engine.models import ElementDefinition
 from engine.settings import Settings
 from services.sandbox.policy import check_user_code
@@ -60,6 +65,10 @@ class CustomCodeElement(ElementBase):
         return {"memory_mb": memory, "cpu_seconds": cpu, "timeout": timeout}
 
     async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
+        if depth_exceeds(inputs, MAX_VALUE_DEPTH):  # before Ray or the fork server have to carry them
+            raise InputValidationError(
+                f"the inputs of custom code are nested more than {MAX_VALUE_DEPTH} levels deep; flatten them first"
+            )
         result = await ctx.service("sandbox").run(
             self.config.code, inputs, label=f"{ctx.flow_id}/{ctx.element_id}", **self.limits(ctx.settings)
         )

@@ -4,6 +4,11 @@ Contract: `EventEmitter.emit` stamps the envelope (`seq` contiguous from 1, UTC 
 scrubs secret values out of every string it carries, and hands the `Event` to the sink at once
 and in `seq` order. The sink is a plain callable that must not block (the runtime batches and
 forwards; tests collect into a list).
+
+The scrub walks the data without recursion, so no value, however deep, makes `emit` fail: when
+there are secrets to mask, parts of an event nested more than `engine.limits.MAX_EVENT_DEPTH`
+containers deep are replaced by `"<nested too deeply>"` (elements that check their values keep
+them within `MAX_VALUE_DEPTH`, half of that, so their data is never cut).
 """
 
 from __future__ import annotations
@@ -11,18 +16,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from engine.limits import MAX_EVENT_DEPTH, TOO_DEEP
 from engine.models import Event, EventType, utc_timestamp
 
 EventSink = Callable[[Event], None]
 
 
 class Redactor:
-    """Replaces known secret values with `***` anywhere in a JSON-like value."""
+    """Replaces known secret values with `***` anywhere in a JSON-like value (iteratively)."""
 
     MASK = "***"
 
-    def __init__(self, secrets: Iterable[str] = ()):
+    def __init__(self, secrets: Iterable[str] = (), max_depth: int = MAX_EVENT_DEPTH):
         self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self.max_depth = max_depth
 
     def __bool__(self) -> bool:
         return bool(self._secrets)
@@ -34,15 +41,32 @@ class Redactor:
         return value
 
     def scrub(self, value: Any) -> Any:
+        """A copy of `value` with every string (keys too) masked; tuples become lists, and a
+        container nested deeper than `max_depth` becomes `TOO_DEEP`. No secrets: `value` itself."""
         if not self._secrets:
             return value
+        pending: list[tuple[Any, Any, int]] = []  # (source container, its empty copy, its depth)
+        root = self._copy(value, 1, pending)
+        while pending:
+            source, target, depth = pending.pop()
+            if isinstance(target, dict):
+                for key, item in source.items():
+                    target[self.text(key) if isinstance(key, str) else key] = self._copy(item, depth + 1, pending)
+            else:
+                target.extend([self._copy(item, depth + 1, pending) for item in source])
+        return root
+
+    def _copy(self, value: Any, depth: int, pending: list[tuple[Any, Any, int]]) -> Any:
+        """The masked scalar, or an empty container whose filling is added to `pending`."""
         if isinstance(value, str):
             return self.text(value)
-        if isinstance(value, dict):
-            return {self.scrub(k): self.scrub(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.scrub(v) for v in value]
-        return value
+        if not isinstance(value, dict | list | tuple):
+            return value
+        if depth > self.max_depth:
+            return TOO_DEEP
+        target: dict[Any, Any] | list[Any] = {} if isinstance(value, dict) else []
+        pending.append((value, target, depth))
+        return target
 
 
 class EventEmitter:

@@ -13,7 +13,7 @@ import pytest
 
 from engine.errors import ElementError
 from engine.settings import Settings
-from tests.fixtures.sandbox import LIMITS, assert_gone
+from tests.fixtures.sandbox import LIMITS, assert_gone, wait_for_busy_runs
 from tests.fixtures.service import CANARIES
 
 pytestmark = pytest.mark.ray
@@ -70,8 +70,7 @@ async def test_cancelling_the_caller_kills_the_child(actor_client):
     task = asyncio.create_task(
         actor_client.run("while True:\n    pass", {}, memory_mb=100, cpu_seconds=30, timeout=30, label="flow-2/busy")
     )
-    while not (children := server.children()):
-        await asyncio.sleep(0.01)
+    children = await wait_for_busy_runs(server.pid)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -3,10 +3,10 @@
 import time
 
 import httpx
-import psutil
 import pytest
 
 from tests.fakes.backend2 import FakeBackend2
+from tests.fixtures.sandbox import sandbox_runs
 from tests.fixtures.service import free_port
 from tests.test_service_e2e import llm_flow, post, seed_flow
 
@@ -14,12 +14,7 @@ pytestmark = pytest.mark.ray
 
 
 def sandbox_children():
-    servers = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "services.sandbox.forkserver" in " ".join(p.info["cmdline"] or [])
-    ]
-    return [c for s in servers for c in s.children() if c.status() != psutil.STATUS_ZOMBIE]
+    return sandbox_runs()
 
 
 def test_flow_deadline_stops_a_streaming_llm(service, backend2, fake_bedrock):

@@ -5,15 +5,15 @@ Contract:
   assignment to items and attributes, `d[k] += 1`, through the guards) or raises
   `CodeRejected` whose message names the line. Compile-time refusals: names and attributes
   starting with `_`, frame/traceback attributes, `match`, `async`, `except*`, star imports,
-  `nonlocal`, annotations. `check_user_code` is the same as a `(message, line)` problem, safe to
-  call in the service process (never runs anything).
+  `nonlocal`, annotations. The message is capped at `MAX_MESSAGE_CHARS` (then
+  "…(truncated)"), however many problems the code has. `check_user_code` is the same as a
+  `(message, line)` problem, safe to call in the service process (never runs anything).
+  Nothing is cached: each call compiles.
 - `restricted_globals(print_limit)` is a fresh namespace per run: the minimal builtins and every
   guard RestrictedPython calls (`_getattr_`, `_getitem_`, `_getiter_`, `_write_`,
   `_inplacevar_`, `_iter_unpack_sequence_`, `_unpack_sequence_`, `_print_`, `_apply_`).
   User code cannot name any of them (underscore names), nor shadow them (`def main(_getattr_=…)`
   is refused at compile time).
-- `compile_cached(code)`: the same, remembered by source (the fork server compiles — it never
-  executes — and each child only runs the code object).
 - `entry(namespace, inputs)`: `main(inputs)` when the code defines it, else the `outputs` the
   script set (a bare script finds the inputs in the global `inputs`).
 """
@@ -21,7 +21,6 @@ Contract:
 from __future__ import annotations
 
 import ast
-import functools
 import re
 import warnings
 from types import CodeType
@@ -34,6 +33,8 @@ from RestrictedPython.transformer import IOPERATOR_TO_STR, RestrictingNodeTransf
 from services.sandbox import guards
 
 FILENAME = "<custom_code>"
+MAX_MESSAGE_CHARS = 4000
+_TRUNCATED = "…(truncated)"
 
 
 class CodeRejected(Exception):
@@ -104,6 +105,12 @@ def _first_line(message: str) -> str:
     return message.strip().splitlines()[0] if message.strip() else ""
 
 
+def _capped(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[: MAX_MESSAGE_CHARS - len(_TRUNCATED)] + _TRUNCATED
+
+
 def compile_user_code(code: str) -> CodeType:
     try:
         with warnings.catch_warnings():
@@ -114,9 +121,9 @@ def compile_user_code(code: str) -> CodeType:
         text = "; ".join(filter(None, (_first_line(str(m)) for m in messages)))
         match = re.search(r"Line (\d+)", text)
         error_type = "forbidden" if isinstance(exc.msg, tuple | list) and "SyntaxError" not in text else "code_error"
-        raise CodeRejected(text, int(match.group(1)) if match else exc.lineno, error_type) from None
+        raise CodeRejected(_capped(text), int(match.group(1)) if match else exc.lineno, error_type) from None
     except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
-        raise CodeRejected(f"the code cannot be compiled: {type(exc).__name__}: {exc}") from None
+        raise CodeRejected(_capped(f"the code cannot be compiled: {type(exc).__name__}: {exc}")) from None
 
 
 def check_user_code(code: str) -> tuple[str, int | None] | None:
@@ -126,12 +133,6 @@ def check_user_code(code: str) -> tuple[str, int | None] | None:
     except CodeRejected as rejected:
         return rejected.message, rejected.line
     return None
-
-
-@functools.lru_cache(maxsize=256)
-def compile_cached(code: str) -> CodeType:
-    """`compile_user_code`, remembered by source (flows run the same code again and again)."""
-    return compile_user_code(code)
 
 
 def restricted_globals(printer: guards.CappedPrint, builtins: dict[str, Any] | None = None) -> dict[str, Any]:
