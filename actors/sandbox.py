@@ -83,7 +83,7 @@ class SandboxActorClient:
         self, code: str, inputs: dict[str, Any], *, label: str = "", **limits: Any
     ) -> dict[str, Any]:  # limits: memory_mb, cpu_seconds, timeout (+ output_limit, print_limit)
         method = self.actor.run.options(name=label) if label else self.actor.run
-        ref = method.remote(code, inputs, limits)
+        ref = method.remote(code, inputs, {**limits, "label": label})  # the label's flow id: fair slots
         try:
             return await ref
         except asyncio.CancelledError:

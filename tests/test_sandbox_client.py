@@ -286,3 +286,44 @@ def test_an_answer_too_deep_to_decode_fails_only_its_run():
     }
     with pytest.raises(ValueError):
         decode_answer(b"[" * 100_000 + b"]" * 100_000)
+
+
+# -- fair slots ------------------------------------------------------------------------------------------
+
+
+async def test_time_waiting_for_a_slot_counts_against_the_timeout():
+    client = SandboxClient(max_concurrent_runs=1)
+    try:
+        hog = asyncio.create_task(run_code(client, "while True:\n    pass", cpu_seconds=30, timeout=20, label="hog/e"))
+        await client.start()
+        await wait_for_busy_runs(client.server_pid)
+        t0 = time.monotonic()
+        with pytest.raises(ElementError) as raised:
+            await run_code(client, "outputs = {}", timeout=1.0, label="victim/e")
+        assert raised.value.error_type == "timeout" and "slot" in raised.value.message
+        assert time.monotonic() - t0 < 10  # not the hog's 20 s
+        hog.cancel()
+        await asyncio.gather(hog, return_exceptions=True)
+    finally:
+        client.terminate()
+        await client.aclose()
+
+
+async def test_one_flow_holding_every_slot_does_not_starve_another(sandbox):
+    sandbox.max_concurrent_runs, sandbox.max_runs_per_flow = 4, 4
+    done = []
+
+    async def run(label, seconds):
+        code = (
+            f"def main(inputs):\n    n = 0\n    while n < {int(seconds * 2_000_000)}:\n        n += 1\n    return {{}}"
+        )
+        await run_code(sandbox, code, cpu_seconds=30, timeout=120, label=label)
+        done.append(label)
+
+    hog = [asyncio.create_task(run(f"hog/{i}", 0.2)) for i in range(16)]
+    await asyncio.sleep(0.2)
+    await run("victim/e", 0)
+    hog_done_before_victim = len(done) - 1
+    await asyncio.gather(*hog)
+    # First come, first served would run all 16 of the hog's runs first; in turn, at most a round.
+    assert hog_done_before_victim <= 8, done

@@ -6,7 +6,11 @@ Contract:
   PYTHONPATH — nothing inherited, so no AWS keys, Aptos key or API_KEY.
 - `run(code, inputs, *, memory_mb, cpu_seconds, timeout)` runs the code in a fresh child and
   returns `{"outputs": {...}, "printed": "...", "pid": int}`; inputs and outputs cross as JSON.
-  Many runs may be in flight at once (up to `max_concurrent_runs`, the rest queue).
+  Many runs may be in flight at once: up to `max_concurrent_runs`, and up to
+  `max_runs_per_flow` of one flow (the flow id is the part of `label` before `/`); the rest
+  queue, flows served in turn (`slots.FairSlots`). Time spent queued counts against the run's
+  `timeout`: a run whose time is up before a slot frees never starts (`timeout`), and a
+  cancelled waiter leaves the queue at once.
 - Before anything is queued or sent, the request is checked: `inputs` nested more than
   `engine.limits.MAX_VALUE_DEPTH` (100) containers deep, or not JSON data, fail with
   `input_invalid`; a request (inputs, code, envelope) whose frame would be over
@@ -40,6 +44,7 @@ from typing import Any
 from engine.errors import ElementError, ElementTimeout
 from engine.limits import MAX_VALUE_DEPTH, depth_exceeds, describe_size, measure
 from services.sandbox import protocol
+from services.sandbox.slots import FairSlots
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 OUTPUT_LIMIT = 1_000_000  # bytes of JSON
@@ -132,9 +137,10 @@ def _raise_for(answer: dict[str, Any]) -> None:
 
 
 class SandboxClient:
-    def __init__(self, python: str | None = None, max_concurrent_runs: int = 64):
+    def __init__(self, python: str | None = None, max_concurrent_runs: int = 64, max_runs_per_flow: int = 8):
         self.python = python or sys.executable
         self.max_concurrent_runs = max_concurrent_runs
+        self.max_runs_per_flow = max_runs_per_flow
         self.server_pid: int | None = None
         self.isolation: str | None = None  # the fork server's active isolation level (its ready frame)
         self.isolation_log: list[str] = []
@@ -144,14 +150,15 @@ class SandboxClient:
         self._waiting: dict[str, asyncio.Future] = {}
         self._ids = itertools.count(1)
         self._lock: asyncio.Lock | None = None
-        self._slots: asyncio.Semaphore | None = None
+        self._slots: FairSlots | None = None
 
     def _bind_loop(self) -> None:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # asyncio objects belong to one loop: start over on a new one
             self.terminate()
             self._process, self._reader, self._loop, self.server_pid = None, None, loop, None
-            self._lock, self._slots = asyncio.Lock(), asyncio.Semaphore(self.max_concurrent_runs)
+            self._lock = asyncio.Lock()
+            self._slots = FairSlots(self.max_concurrent_runs, self.max_runs_per_flow)
 
     async def _server(self) -> asyncio.subprocess.Process:
         self._bind_loop()
@@ -225,33 +232,50 @@ class SandboxClient:
     ) -> dict[str, Any]:
         """Run `code` in a fresh child; `label` (flow/element) is for the Ray variant's task names."""
         check_inputs(inputs)  # before anything is queued: a refused run leaves nothing behind
+        self._bind_loop()
+        assert self._slots is not None
+        flow = label.partition("/")[0]
+        loop = asyncio.get_running_loop()
+        queued_at = loop.time()
+        try:
+            await asyncio.wait_for(self._slots.acquire(flow), timeout)
+        except TimeoutError:
+            raise ElementTimeout(f"no sandbox slot became free within the timeout of {timeout:g} s") from None
+        try:
+            remaining = max(timeout - (loop.time() - queued_at), 0.001)  # the wait counts against the timeout
+            limits = {"memory_mb": memory_mb, "cpu_seconds": cpu_seconds, "timeout": remaining}
+            answer = await self._send_and_wait(code, inputs, limits, output_limit, print_limit)
+        finally:
+            self._slots.release(flow)
+        if not answer.get("ok"):
+            _raise_for(answer)
+        check_outputs(answer.get("outputs"))
+        return {"outputs": answer["outputs"], "printed": answer.get("printed", ""), "pid": answer.get("pid")}
+
+    async def _send_and_wait(
+        self, code: str, inputs: dict[str, Any], limits: dict[str, Any], output_limit: int, print_limit: int
+    ) -> dict[str, Any]:
+        """One run through the server, holding a slot: its answer (or the error that ended the wait)."""
         run_id = f"run-{next(self._ids)}"
         sizes = {"output_limit": output_limit, "print_limit": print_limit}
-        limits = {"memory_mb": memory_mb, "cpu_seconds": cpu_seconds, "timeout": timeout}
         try:
             frame = encode_request({"op": "run", "id": run_id, "code": code, "inputs": inputs, **limits, **sizes})
         except (TypeError, ValueError) as exc:  # e.g. code that is not a str
             raise SandboxError(f"the run request is not JSON data: {exc}", error_type="input_invalid") from None
         _check_frame(len(frame) - protocol.HEADER.size, "the run request (code and inputs) is")
-        self._bind_loop()
-        assert self._slots is not None
-        async with self._slots:
-            process = await self._server()  # then no await until the run is sent: the reader sees it
-            future: asyncio.Future = asyncio.get_running_loop().create_future()
-            self._waiting[run_id] = future
-            try:
-                self._send(process, frame)
-                answer = await asyncio.wait_for(future, timeout + _GRACE)
-            except BaseException as exc:  # cancelled (flow cancel, element timeout) or no answer in time
-                self._waiting.pop(run_id, None)
-                self._send(process, encode_request({"op": "kill", "id": run_id}))
-                if isinstance(exc, TimeoutError):
-                    raise ElementTimeout(f"the sandbox did not answer within {timeout + _GRACE:g} s") from None
-                raise
-        if not answer.get("ok"):
-            _raise_for(answer)
-        check_outputs(answer.get("outputs"))
-        return {"outputs": answer["outputs"], "printed": answer.get("printed", ""), "pid": answer.get("pid")}
+        timeout = limits["timeout"]
+        process = await self._server()  # then no await until the run is sent: the reader sees it
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._waiting[run_id] = future
+        try:
+            self._send(process, frame)
+            return await asyncio.wait_for(future, timeout + _GRACE)
+        except BaseException as exc:  # cancelled (flow cancel, element timeout) or no answer in time
+            self._waiting.pop(run_id, None)
+            self._send(process, encode_request({"op": "kill", "id": run_id}))
+            if isinstance(exc, TimeoutError):
+                raise ElementTimeout(f"the sandbox did not answer within {timeout + _GRACE:g} s") from None
+            raise
 
     async def start(self) -> None:
         """Start the fork server now rather than on the first run."""
