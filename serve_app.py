@@ -2,14 +2,19 @@
 
 Contract: routes only translate HTTP to calls on the coordinator and streamer actors and back.
 - `POST /execute` → 200 `started` before the flow runs to its end; 422 with every problem and
-  its JSON path (nothing started); 409 when the flow id is running; 413 over `MAX_REQUEST_BYTES`.
+  its JSON path (nothing started); 409 when the flow id is running; 413 over `MAX_REQUEST_BYTES`
+  (checked while reading, chunked bodies too); 408 when the body takes longer than
+  `REQUEST_BODY_TIMEOUT_SECONDS`. Large bodies are validated off the event loop.
 - `POST /validate` → the same checks as `/execute` without running anything: 200 `valid`
   with the warnings, or 422 / 413 as above.
-- `GET /health`, `GET /flows/{id}`, `GET /flows/{id}/events?after_seq=N`,
-  `POST /flows/{id}/cancel`, OpenAPI at `/docs`. Bearer auth when `API_KEY` is set.
+- `GET /health` (with the custom-code sandbox's OS isolation level), `GET /flows/{id}`,
+  `GET /flows/{id}/events?after_seq=N&limit=M` (paginated),
+  `POST /flows/{id}/cancel`, OpenAPI at `/docs`. Bearer auth when `API_KEY` / `API_KEYS` is
+  set; a flow is visible only to the caller that started it (404 to everyone else).
 """
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
@@ -17,12 +22,18 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from actors.directory import coordinator_index, ensure_actors, get_streamer
+from actors.sandbox import SandboxActorClient
 from engine.logging_setup import configure_logging
 from engine.models import ExecuteRequest
 from engine.settings import get_settings
-from engine.validation import Validation, validate_request
+from engine.validation import Validation
+from engine.validation_offload import validate_off_loop
+from services.sandbox.isolation import make_undumpable
 from web import guards
+from web.request_body import BodyTooLarge, BodyTooSlow, read_body, refusal
 from web.schemas import EventsOut, FlowStatusOut, Health, Problems, Started, Validated, problems_body
+
+log = logging.getLogger(__name__)
 
 api = FastAPI(
     title="Flow Executor (Backend 1)",
@@ -34,6 +45,11 @@ guards.install(api)
 _EXECUTE_BODY = {"requestBody": {"content": {"application/json": {"schema": ExecuteRequest.model_json_schema()}}}}
 
 
+def _caller(request: Request) -> str:
+    """Who is asking (`web.guards`): flows are visible to the caller that started them only."""
+    return getattr(request.state, "caller", "")
+
+
 def _not_found(flow_id: str) -> JSONResponse:
     return JSONResponse({"detail": f"no flow '{flow_id}' (unknown, or its retention time has passed)"}, 404)
 
@@ -42,24 +58,24 @@ def _not_found(flow_id: str) -> JSONResponse:
 @serve.ingress(api)
 class FlowExecutorIngress:
     def __init__(self) -> None:
+        make_undumpable()  # nothing of this uid (custom code included) may read its environ or memory
         self.settings = get_settings()
         configure_logging(self.settings)
         self.coordinators = ensure_actors(self.settings.coordinator_count)
         self.streamer = get_streamer()
+        self.isolation: str | None = None if self.settings.allow_custom_code else "disabled"
+        self._isolation_query: asyncio.Future | None = None
 
     def _coordinator(self, flow_id: str) -> Any:
         return self.coordinators[coordinator_index(flow_id, len(self.coordinators))]
 
     async def _validated(self, request: Request) -> tuple[bytes, Validation] | JSONResponse:
-        """The body and its validation when within the size limit and valid, else the refusal."""
-        too_big = JSONResponse({"detail": f"body over {self.settings.max_request_bytes} bytes"}, 413)
-        declared = request.headers.get("content-length", "0")
-        if declared.isdigit() and int(declared) > self.settings.max_request_bytes:
-            return too_big
-        body = await request.body()
-        if len(body) > self.settings.max_request_bytes:
-            return too_big
-        validation = validate_request(body, self.settings)
+        """The body and its validation when within the size and time limits and valid, else the refusal."""
+        try:
+            body = await read_body(request, self.settings.max_request_bytes, self.settings.request_body_timeout_seconds)
+        except (BodyTooLarge, BodyTooSlow) as exc:
+            return refusal(exc)
+        validation = await validate_off_loop(body, self.settings)
         if not validation.ok:
             problems = [p.as_dict() for p in validation.problems]
             return JSONResponse(problems_body("the flow is invalid; nothing was started", problems), 422)
@@ -77,9 +93,9 @@ class FlowExecutorIngress:
             return checked
         body, validation = checked
         flow_id = validation.request.flow_id
-        answer = await self._coordinator(flow_id).submit.remote(body)  # raw bytes: cheapest to ship
+        answer = await self._coordinator(flow_id).submit.remote(body, _caller(request))  # raw bytes: cheapest to ship
         if answer["outcome"] == "conflict":
-            return JSONResponse({"detail": f"flow '{flow_id}' is already running"}, 409)
+            return JSONResponse({"detail": f"flow id '{flow_id}' is in use (running, or another caller's)"}, 409)
         if answer["outcome"] == "invalid":
             return JSONResponse(problems_body("the flow is invalid; nothing was started", answer["problems"]), 422)
         return Started(flow_id=flow_id, warnings=answer["warnings"])
@@ -100,7 +116,16 @@ class FlowExecutorIngress:
 
     @api.get("/health", response_model=Health)
     async def health(self) -> Health:
-        return Health()
+        if self.isolation is None and (self._isolation_query is None or self._isolation_query.done()):
+            self._isolation_query = asyncio.ensure_future(self._ask_isolation())  # never delays /health
+        return Health(custom_code_isolation=self.isolation or "unknown")
+
+    async def _ask_isolation(self) -> None:
+        """The sandbox's level, asked once: it is fixed for the sandbox's lifetime."""
+        try:
+            self.isolation = await SandboxActorClient(self.settings).actor.isolation.remote()
+        except Exception as exc:  # starting or unavailable: the next /health asks again
+            log.warning("the custom-code sandbox did not report its isolation level: %s", exc)
 
     async def check_health(self) -> None:
         """Serve's periodic replica check: also wakes restarted coordinators, which then close
@@ -108,29 +133,36 @@ class FlowExecutorIngress:
         await asyncio.gather(*(c.stats.remote() for c in self.coordinators))
 
     @api.get("/flows/{flow_id}", response_model=FlowStatusOut, responses={404: {}})
-    async def flow_status(self, flow_id: str) -> Any:
-        status = await self._coordinator(flow_id).status.remote(flow_id)
+    async def flow_status(self, flow_id: str, request: Request) -> Any:
+        status = await self._coordinator(flow_id).status.remote(flow_id, _caller(request))
         if status is None:
             return _not_found(flow_id)
         status["delivery"] = await self.streamer.delivery_state.remote(flow_id)
         return status
 
     @api.get("/flows/{flow_id}/events", response_model=EventsOut, responses={404: {}})
-    async def flow_events(self, flow_id: str, after_seq: int = Query(0, ge=0)) -> Any:
-        events = await self.streamer.events.remote(flow_id, after_seq)
+    async def flow_events(
+        self, flow_id: str, request: Request, after_seq: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=5000)
+    ) -> Any:
+        """One page of the flow's event log: up to `limit` events after `after_seq` (next page:
+        `after_seq` = the last seq returned; an empty page means nothing more yet)."""
+        if await self._coordinator(flow_id).status.remote(flow_id, _caller(request)) is None:
+            return _not_found(flow_id)
+        events = await self.streamer.events.remote(flow_id, after_seq, limit)
         if events is None:
             return _not_found(flow_id)
         return EventsOut(flow_id=flow_id, events=events)
 
     @api.post("/flows/{flow_id}/cancel", response_model=FlowStatusOut, responses={404: {}, 409: {}})
-    async def cancel(self, flow_id: str) -> Any:
+    async def cancel(self, flow_id: str, request: Request) -> Any:
         coordinator = self._coordinator(flow_id)
-        was_running = await coordinator.status.remote(flow_id)
+        owner = _caller(request)
+        was_running = await coordinator.status.remote(flow_id, owner)
         if was_running is None:
             return _not_found(flow_id)
         if was_running["status"] != "running":
             return JSONResponse({"detail": f"flow '{flow_id}' is not running", "status": was_running}, 409)
-        return await coordinator.cancel.remote(flow_id)
+        return await coordinator.cancel.remote(flow_id, owner=owner)
 
 
 app = FlowExecutorIngress.bind()

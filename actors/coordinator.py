@@ -8,6 +8,12 @@ the streamer through the coordinator's `EventOutbox`, batched across its flows. 
 ones until `EVENT_RETENTION_SECONDS` after they ended; `cancel` reaches running work through
 the scheduler (which cancels element coroutines, Ray tasks and sandbox runs). It does no I/O
 of its own: elements and `services/` do.
+
+Owners: `submit(body, owner)` records the caller that started the flow (see `web.guards`);
+`status`, `cancel` and `owns` given another owner answer as for an unknown flow (None), so a
+caller never reads, cancels or learns the state of another caller's flow. A flow id held by
+another caller (running, or finished within retention) is refused as `conflict`: ids are
+global (Backend 2 and the event log are keyed by them), so callers should pick random ones.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ from engine.logging_setup import configure_logging
 from engine.models import Event, utc_timestamp
 from engine.scheduler import FlowRun
 from engine.settings import get_settings
-from engine.validation import validate_request
+from engine.validation_offload import validate_off_loop
 from services.hub import ServiceHub
+from services.sandbox.isolation import make_undumpable
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,14 @@ class _ActiveFlow:
     run: FlowRun
     task: asyncio.Task
     url: str
+    owner: str = ""
+
+
+@dataclass(frozen=True)
+class _FinishedFlow:
+    ended: float
+    snapshot: dict[str, Any]
+    owner: str = ""
 
 
 class FlowCoordinatorCore:
@@ -55,7 +70,7 @@ class FlowCoordinatorCore:
         self.invoker = RayInvoker()
         self.redactor = Redactor(self.settings.secret_values())
         self.active: dict[str, _ActiveFlow] = {}
-        self.finished: collections.OrderedDict[str, tuple[float, dict[str, Any]]] = collections.OrderedDict()
+        self.finished: collections.OrderedDict[str, _FinishedFlow] = collections.OrderedDict()
         self.completed_count = 0
         self.memory = MemoryReclaimer()
         self._recovery: asyncio.Task | None = None
@@ -69,16 +84,17 @@ class FlowCoordinatorCore:
         except Exception:
             log.exception("coordinator %d: closing orphaned flows failed", self.index)
 
-    async def submit(self, body: bytes | dict[str, Any]) -> dict[str, Any]:
-        """Start a flow from an `/execute` body (JSON bytes or parsed): `started`, `conflict`
-        (its flow id is running here) or `invalid` with the problems."""
+    async def submit(self, body: bytes | dict[str, Any], owner: str = "") -> dict[str, Any]:
+        """Start a flow from an `/execute` body (JSON bytes or parsed) for `owner`: `started`,
+        `conflict` (its flow id is running here, or held by another owner) or `invalid`."""
         await self._recover_once()
-        validation = validate_request(body, self.settings)
+        validation = await validate_off_loop(body, self.settings)
         if not validation.ok:
             return {"outcome": "invalid", "problems": [p.as_dict() for p in validation.problems]}
         request, plan = validation.request, validation.plan
         assert request is not None and plan is not None
-        if request.flow_id in self.active:
+        held = self.finished.get(request.flow_id)
+        if request.flow_id in self.active or (held is not None and held.owner != owner):
             return {"outcome": "conflict", "flow_id": request.flow_id}
         forwarder = self.outbox.forwarder(request.flow_id, request.backend2_ws_url)
         run = FlowRun(
@@ -93,7 +109,7 @@ class FlowCoordinatorCore:
         )
         self.finished.pop(request.flow_id, None)
         task = asyncio.get_running_loop().create_task(self._execute(run, forwarder), name=f"flow/{request.flow_id}")
-        self.active[request.flow_id] = _ActiveFlow(run, task, request.backend2_ws_url)
+        self.active[request.flow_id] = _ActiveFlow(run, task, request.backend2_ws_url, owner)
         metrics.flow_started()
         return {
             "outcome": "started",
@@ -103,6 +119,7 @@ class FlowCoordinatorCore:
 
     async def _execute(self, run: FlowRun, forwarder: EventForwarder) -> None:
         flow_id = run.plan.flow_id
+        owner = self.active[flow_id].owner
         try:
             await run.run()
         except Exception:
@@ -111,7 +128,7 @@ class FlowCoordinatorCore:
             await forwarder.close()
             self.active.pop(flow_id, None)
             snapshot = run.snapshot()
-            self.finished[flow_id] = (time.monotonic(), snapshot)
+            self.finished[flow_id] = _FinishedFlow(time.monotonic(), snapshot, owner)
             self.completed_count += 1
             metrics.flow_completed(snapshot)
             self._expire()
@@ -120,27 +137,30 @@ class FlowCoordinatorCore:
         horizon = time.monotonic() - self.settings.event_retention_seconds
         expired = 0
         while self.finished:
-            ended, _ = next(iter(self.finished.values()))
-            if ended > horizon:
+            if next(iter(self.finished.values())).ended > horizon:
                 break
             self.finished.popitem(last=False)
             expired += 1
         self.memory.released(expired, idle=not self.active and not self.finished)
 
-    async def status(self, flow_id: str) -> dict[str, Any] | None:
+    async def status(self, flow_id: str, owner: str | None = None) -> dict[str, Any] | None:
+        """The flow's snapshot; None if unknown, expired, or not `owner`'s (None: any owner)."""
         await self._recover_once()
         self._expire()
         active = self.active.get(flow_id)
         if active is not None:
-            return active.run.snapshot()
+            return active.run.snapshot() if owner in (None, active.owner) else None
         finished = self.finished.get(flow_id)
-        return finished[1] if finished else None
+        return finished.snapshot if finished is not None and owner in (None, finished.owner) else None
 
-    async def cancel(self, flow_id: str, reason: str = "cancelled by request") -> dict[str, Any] | None:
-        """None if the flow is unknown; else its status once the cancellation has taken effect."""
+    async def cancel(
+        self, flow_id: str, reason: str = "cancelled by request", owner: str | None = None
+    ) -> dict[str, Any] | None:
+        """None if the flow is unknown (or not `owner`'s); else its status once the cancellation
+        has taken effect."""
         active = self.active.get(flow_id)
-        if active is None:
-            return await self.status(flow_id)
+        if active is None or owner not in (None, active.owner):
+            return await self.status(flow_id, owner)
         active.run.cancel(reason)
         await asyncio.wait({active.task}, timeout=5)
         return await self.status(flow_id)
@@ -181,11 +201,12 @@ class FlowCoordinatorCore:
                 data={"status": "failed", "outputs": {}, "error": error, "duration_ms": None},
             )
             await self.streamer.publish.remote(flow["flow_id"], flow["url"], [event.to_message()], True)
-            self.finished[flow["flow_id"]] = (
+            self.finished[flow["flow_id"]] = _FinishedFlow(
                 time.monotonic(),
                 {"flow_id": flow["flow_id"], "status": "failed", "error": error, "elements": {}, "outputs": {},
                  "started_at": None, "finished_at": utc_timestamp(), "duration_ms": None,
                  "last_seq": flow["last_seq"] + 1},
+                flow.get("owner", ""),
             )  # fmt: skip
         return [flow["flow_id"] for flow in orphans]
 
@@ -208,6 +229,7 @@ def _service_overrides(settings: Any) -> dict[str, Any]:
 @ray.remote
 class FlowCoordinator(FlowCoordinatorCore):
     def __init__(self, index: int, count: int):
+        make_undumpable()  # nothing of this uid (custom code included) may read its environ or memory
         settings = get_settings()
         configure_logging(settings)
         services = ServiceHub(settings, overrides=_service_overrides(settings))

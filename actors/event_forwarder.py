@@ -9,15 +9,25 @@ So an idle flow's `flow_started` or LLM token leaves at once (the token relay go
 to Backend 2), a flow of inline elements is one entry of one call, and under load a thousand
 streaming flows share each actor call instead of paying one per token.
 
-Each call's entries are `(flow_id, url, messages, final)`, messages in `seq` order per flow;
-`final` says the flow will send no more. `await forwarder.close()` marks the flow final and
-returns once that has been handed over. A failed call (the streamer restarting) is retried
-whole: the streamer ignores seqs it already holds, so a retry never duplicates.
+Each call's entries are `(flow_id, url, payload, final)`; `payload` is the flow's messages, in
+`seq` order, as UTF-8 JSON bytes (a JSON array), encoded here, one flow at a time: what
+crosses Ray is bytes, which always pickle, so one flow's unencodable event (nested too deep,
+circular…) can never make the batch — the other flows' events — fail. Such an event is
+replaced by a stub with the same `type`, `flow_id`, `seq`, `timestamp`, `element_id` and
+`data.error.error_type = "serialization_failed"` (a `flow_completed` keeps its `status`), and
+logged (flow id and seq, never the event). `final` says the flow will send no more.
+`await forwarder.close()` marks the flow final and returns once that has been handed over.
+
+A failed call (the streamer restarting) is retried whole, `_PUBLISH_ATTEMPTS` times in all:
+the streamer ignores seqs it already holds, so a retry never duplicates. If a batch of several
+flows still fails, each flow is then tried once on its own, so a failure tied to one entry
+never drops the others' events; what still fails is logged and dropped for that flow alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +38,54 @@ log = logging.getLogger(__name__)
 
 FLUSH_TURNS = 16
 _PUBLISH_ATTEMPTS = 5
+_ENCODE_ERRORS = (Exception,)  # RecursionError, ValueError (circular), TypeError, or a failing __str__
+
+Entry = tuple[str, str, bytes, bool]
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, default=str, separators=(",", ":")).encode()
+
+
+def encode_messages(flow_id: str, messages: list[dict[str, Any]]) -> bytes:
+    """The flow's messages as a JSON array; an event that cannot be encoded becomes a stub."""
+    try:
+        return _encode(messages)
+    except _ENCODE_ERRORS:
+        pass
+    parts = []
+    for message in messages:
+        try:
+            parts.append(_encode(message))
+        except _ENCODE_ERRORS as exc:
+            stub = _serialization_stub(flow_id, message)
+            log.error(
+                "flow %s: event seq %s could not be serialised (%s); sent as serialization_failed",
+                flow_id,
+                stub["seq"],
+                type(exc).__name__,
+            )
+            parts.append(_encode(stub))
+    return b"[" + b",".join(parts) + b"]"
+
+
+def _serialization_stub(flow_id: str, message: dict[str, Any]) -> dict[str, Any]:
+    def scalar(value: Any) -> Any:
+        return value if value is None or isinstance(value, bool | int | float) else str(value)[:200]
+
+    stub = {key: scalar(message.get(key)) for key in ("type", "flow_id", "seq", "timestamp", "element_id")}
+    stub["flow_id"] = flow_id
+    data: dict[str, Any] = {
+        "error": {
+            "error_type": "serialization_failed",
+            "message": "this event could not be serialised (nested too deeply or not JSON); it was replaced",
+        }
+    }
+    status = (message.get("data") or {}).get("status") if isinstance(message.get("data"), dict) else None
+    if isinstance(status, str):
+        data["status"] = status[:50]
+    stub["data"] = data
+    return stub
 
 
 @dataclass
@@ -77,7 +135,9 @@ class EventOutbox:
                 await asyncio.sleep(0)
             while self._pending:
                 batch, self._pending = self._pending, {}
-                await self._publish([(fid, p.url, p.messages, p.final) for fid, p in batch.items()])
+                await self._publish(
+                    [(fid, p.url, encode_messages(fid, p.messages), p.final) for fid, p in batch.items()]
+                )
                 for flow_id, pending in batch.items():
                     done = self._sent_final.get(flow_id)
                     if pending.final and done is not None and not done.done():
@@ -85,17 +145,29 @@ class EventOutbox:
         finally:
             self._flush = None
 
-    async def _publish(self, entries: list[tuple[str, str, list[dict[str, Any]], bool]]) -> None:
-        for attempt in range(1, _PUBLISH_ATTEMPTS + 1):
+    async def _publish(self, entries: list[Entry]) -> None:
+        if await self._call(entries, _PUBLISH_ATTEMPTS) or len(entries) == 1:
+            return
+        for entry in entries:  # the batch keeps failing: no entry may take the others down
+            await self._call([entry], 1)
+
+    async def _call(self, entries: list[Entry], attempts: int) -> bool:
+        for attempt in range(1, attempts + 1):
             try:
                 await self._streamer.publish_many.remote(entries)
-                return
+                return True
             except Exception as exc:  # the streamer restarting: try again shortly
-                if attempt == _PUBLISH_ATTEMPTS:
-                    events = sum(len(messages) for _, _, messages, _ in entries)
-                    log.error("%d events of %d flows not handed to the streamer: %s", events, len(entries), exc)
-                    return
+                if attempt == attempts:
+                    flows = ", ".join(flow_id for flow_id, _, _, _ in entries[:5])
+                    log.error(
+                        "events of %d flows (%s) not handed to the streamer: %s",
+                        len(entries),
+                        flows,
+                        type(exc).__name__,
+                    )
+                    return False
                 await asyncio.sleep(0.2 * attempt)
+        return False
 
 
 class EventForwarder:

@@ -2,12 +2,26 @@
 
 Contract:
 - `publish(flow_id, url, messages, final=False)` appends events to the flow's log and wakes
-  its delivery task; it never waits on the network. `publish_many` does it for several flows
-  in one call (what a coordinator's `EventOutbox` sends). `final=True` (or `finish(flow_id)`) says
-  no more events will come; a later publish starting again at seq 1 is a new run of the id.
+  its delivery task; it never waits on the network. `messages` is a list of event dicts or the
+  same as UTF-8 JSON bytes (what a coordinator's `EventOutbox` sends). `publish_many` does it
+  for several flows in one call, `(flow_id, url, messages, final)` each, every entry in its own
+  `try`: an entry that fails (undecodable bytes…) is logged and skipped, never the others.
+  `final=True` (or `finish(flow_id)`) says no more events will come; a later publish starting
+  again at seq 1 is a new run of the id.
 - One delivery task and one WebSocket per flow, so a slow or absent Backend 2 of one flow
-  never slows another (no lock is shared across flows). Events go out as JSON text frames,
-  strictly in `seq` order (the log reorders arrivals; see `engine.event_log`).
+  never slows another (no lock is shared across flows). Events go out as compact JSON text
+  frames, strictly in `seq` order (the log reorders arrivals; see `engine.event_log`).
+- Outbound policy (`engine.destinations`): before every connection attempt the URL's host is
+  resolved once (`loop.getaddrinfo`), every address is checked, and the socket is connected
+  here to a checked address and handed to websockets (`sock=`), so neither DNS rebinding nor
+  a proxy can change where it goes; the Host header and TLS server name stay the URL's.
+  Redirects are never followed (websockets cannot follow one on a given socket: the attempt
+  fails). A URL or address the policy refuses is never connected to: delivery gives up at once.
+- Sizes: no event sent is larger than `MAX_EVENT_BYTES` (its large values are replaced at
+  `publish`, see `engine.event_log.fit_event`), below Backend 2's frame limit (websockets'
+  default 1 MiB), so one big output can never block a stream. `events(flow_id, after_seq,
+  limit)` is paginated: at most `limit` events (default `EVENTS_PAGE_DEFAULT`, at most
+  `EVENTS_PAGE_MAX`) and at most `EVENTS_PAGE_MAX_BYTES` encoded bytes past the first event.
 - Confirmation: after each burst a ping is sent; its pong means Backend 2 read every frame
   before it. At most `WINDOW` events are unconfirmed at a time, so a slow reader is never
   taken for a dead one; a pong missing for `ACK_TIMEOUT` seconds is.
@@ -15,11 +29,20 @@ Contract:
   `RECONNECT_MAX_DELAY` apart) and delivery resumes after the last event confirmed at least
   `RESEND_GRACE` seconds before the loss: a few events may arrive twice, and Backend 2 dedupes
   them by `seq` (contiguous per flow). Nothing is skipped but what the bounded queue dropped.
+  Retries are bounded: after `BACKEND2_MAX_CONNECT_ATTEMPTS` consecutive attempts that
+  confirmed nothing, delivery of the flow gives up for good (`gave_up`; later events of the
+  flow stay readable through `events` only).
 - A finished flow's connection is closed once everything is confirmed, or when delivery made
   no progress for `give_up_after_finish` seconds after the end (`gave_up` in the state).
-  Either way its events stay readable through `events(flow_id, after_seq)` until
-  `EVENT_RETENTION_SECONDS` after the end; then the flow is forgotten.
-- Logs and states never contain a URL's credentials or query; events are never logged.
+- Retention: a flow is forgotten `EVENT_RETENTION_SECONDS` after its end whatever its delivery
+  state (a still running delivery — a slow Backend 2 that answers pings — is cut off then).
+  Each log holds at most `EVENT_LOG_MAX_FLOW_BYTES` (first event + latest ones, `evicted`
+  counts the others) and all logs at most `EVENT_LOG_MAX_TOTAL_BYTES`: beyond it finished
+  flows are forgotten, those already delivered and the oldest first.
+- `delivery_state`'s `last_error` says only "could not deliver to Backend 2" (or "… refused by
+  the outbound policy"); the detail goes to the operator's log, with every URL in it reduced
+  to scheme://host:port/path and control characters escaped. Logs and states never contain a
+  URL's credentials or query; events are never logged.
 - State is in memory: a restarted streamer knows only the flows published to it since.
 """
 
@@ -29,12 +52,12 @@ import asyncio
 import json
 import logging
 import random
+import socket
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import ray
 from websockets.asyncio.client import ClientConnection, connect
@@ -42,9 +65,11 @@ from websockets.protocol import State
 
 from actors import metrics
 from actors.usage import MemoryReclaimer, process_usage
-from engine.event_log import EventLogStore, FlowEventLog
+from engine.destinations import Destination, DestinationError, OutboundPolicy, parse_ws_url, redact_text, safe_url
+from engine.event_log import EventLogStore, FlowEventLog, Message, encode_event
 from engine.logging_setup import configure_logging
 from engine.settings import Settings, get_settings
+from services.sandbox.isolation import make_undumpable
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +81,18 @@ WINDOW = 100
 OPEN_TIMEOUT = 3.0
 CLOSE_TIMEOUT = 1.0
 SWEEP_INTERVAL = 5.0
+EVENTS_PAGE_DEFAULT = 500
+EVENTS_PAGE_MAX = 5_000
+DELIVERY_FAILED = "could not deliver to Backend 2"
+POLICY_REFUSED = "could not deliver to Backend 2: refused by the outbound policy"
 
 
 class ConnectionLost(ConnectionError):
     """Backend 2 closed the connection or stopped answering pings."""
+
+
+class OutboundRefused(ConnectionError):
+    """The outbound policy refuses the URL or one of the addresses it resolves to."""
 
 
 @dataclass
@@ -72,10 +105,12 @@ class _Ack:
 @dataclass
 class _Delivery:
     log: FlowEventLog
+    destination: Destination | None = None  # None: the URL is not acceptable
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     connection: ClientConnection | None = None
     reconnects: int = 0
+    attempts: int = 0  # connection attempts made (resolved, checked, connected or not)
     last_error: str | None = None
     gave_up: bool = False
     progress_at: float = field(default_factory=time.monotonic)
@@ -85,17 +120,9 @@ class _Delivery:
         return self.connection is not None and self.connection.state is State.OPEN
 
 
-def safe_url(url: str) -> str:
-    """The URL without credentials, query or fragment (tokens often travel there)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 def describe_error(exc: BaseException, url: str) -> str:
-    text = f"{type(exc).__name__}: {exc}".replace(url, safe_url(url))
-    return text[:300]
+    """For the operator's log: every URL reduced to scheme://host:port/path, controls escaped."""
+    return redact_text(f"{type(exc).__name__}: {exc}".replace(url, safe_url(url)))
 
 
 def backoff_delay(attempt: int) -> float:
@@ -112,35 +139,54 @@ class StreamerCore:
         settings: Settings,
         give_up_after_finish: float = GIVE_UP_AFTER_FINISH,
         ack_timeout: float = ACK_TIMEOUT,
+        extra_denied_ports: Iterable[int] = (),
     ):
         self.settings = settings
         self.give_up_after_finish = give_up_after_finish
         self.ack_timeout = ack_timeout
-        self.logs = EventLogStore(settings.event_retention_seconds, settings.event_buffer_limit)
+        self.policy = OutboundPolicy.from_settings(settings, extra_denied_ports)
+        self.logs = EventLogStore(
+            settings.event_retention_seconds,
+            settings.event_buffer_limit,
+            max_event_bytes=settings.max_event_bytes,
+            value_max_bytes=settings.event_value_max_bytes,
+            max_flow_bytes=settings.event_log_max_flow_bytes,
+            max_total_bytes=settings.event_log_max_total_bytes,
+        )
         self.flows: dict[str, _Delivery] = {}
         self.memory = MemoryReclaimer()
         self._sweeper: asyncio.Task | None = None
 
     # -- API ------------------------------------------------------------------------------
 
-    async def publish(self, flow_id: str, url: str, messages: list[dict[str, Any]], final: bool = False) -> None:
+    async def publish(self, flow_id: str, url: str, messages: list[Message] | bytes, final: bool = False) -> None:
+        if isinstance(messages, bytes | bytearray):
+            messages = json.loads(messages)
+        if not messages:
+            if final:
+                await self.finish(flow_id)
+            return
         delivery = self.flows.get(flow_id)
-        if delivery is None or (delivery.log.finished and messages and messages[0]["seq"] == 1):
+        if delivery is None or (delivery.log.finished and messages[0]["seq"] == 1):
             delivery = self._open(flow_id, url)
         dropped_before = delivery.log.dropped
-        delivery.log.add(messages, time.monotonic())
+        self.logs.add(delivery.log, messages, time.monotonic())
         metrics.events_dropped(delivery.log.dropped - dropped_before)
         if final:
             delivery.log.finish(time.monotonic())
         delivery.wake.set()
+        for gone in self.logs.over_total():
+            log.warning("flow %s: event log dropped: EVENT_LOG_MAX_TOTAL_BYTES exceeded", gone)
+            self._forget(gone)
 
-    async def publish_many(self, entries: list[tuple[str, str, list[dict[str, Any]], bool]]) -> None:
-        """`publish` for several flows in one call: `(flow_id, url, messages, final)` each."""
+    async def publish_many(self, entries: list[tuple[str, str, list[Message] | bytes, bool]]) -> None:
+        """`publish` for several flows in one call: `(flow_id, url, messages, final)` each;
+        one entry's failure is logged and never affects another."""
         for flow_id, url, messages, final in entries:
-            if messages:
+            try:
                 await self.publish(flow_id, url, messages, final)
-            elif final:
-                await self.finish(flow_id)
+            except Exception as exc:  # this flow's entry alone is lost
+                log.error("flow %s: events not accepted: %s", flow_id, type(exc).__name__)
 
     async def finish(self, flow_id: str) -> None:
         delivery = self.flows.get(flow_id)
@@ -148,9 +194,16 @@ class StreamerCore:
             delivery.log.finish(time.monotonic())
             delivery.wake.set()
 
-    async def events(self, flow_id: str, after_seq: int = 0) -> list[dict[str, Any]] | None:
+    async def events(
+        self, flow_id: str, after_seq: int = 0, limit: int = EVENTS_PAGE_DEFAULT
+    ) -> list[dict[str, Any]] | None:
+        """A page of the log after `after_seq`: at most `limit` (1…`EVENTS_PAGE_MAX`) events and
+        `EVENTS_PAGE_MAX_BYTES`; the next page starts after the last seq returned."""
         delivery = self.flows.get(flow_id)
-        return None if delivery is None else delivery.log.after(after_seq)
+        if delivery is None:
+            return None
+        limit = min(max(int(limit), 1), EVENTS_PAGE_MAX)
+        return delivery.log.after(after_seq, limit, self.settings.events_page_max_bytes)
 
     async def delivery_state(self, flow_id: str) -> dict[str, Any] | None:
         delivery = self.flows.get(flow_id)
@@ -160,6 +213,7 @@ class StreamerCore:
             **delivery.log.state(),
             "connected": delivery.connected,
             "reconnects": delivery.reconnects,
+            "connect_attempts": delivery.attempts,
             "last_error": delivery.last_error,
             "gave_up": delivery.gave_up,
         }
@@ -191,12 +245,19 @@ class StreamerCore:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def expire(self, now: float) -> int:
-        """Forget the flows past retention whose delivery has ended; returns how many."""
+        """Forget the flows past retention, stopping a delivery still running; returns how many."""
         gone = self.logs.expire(now)
         for flow_id in gone:
-            del self.flows[flow_id]
+            self._forget(flow_id)
         self.memory.released(len(gone), idle=not self.flows)
         return len(gone)
+
+    def _forget(self, flow_id: str) -> None:
+        self.logs.forget(flow_id)
+        delivery = self.flows.pop(flow_id, None)
+        if delivery is not None and delivery.task is not None and not delivery.task.done():
+            log.info("flow %s: delivery stopped: the flow's retention ended", flow_id)
+            delivery.task.cancel()
 
     # -- one flow's delivery --------------------------------------------------------------
 
@@ -205,6 +266,10 @@ class StreamerCore:
         if previous is not None and previous.task is not None:
             previous.task.cancel()
         delivery = _Delivery(self.logs.open(flow_id, url))
+        try:
+            delivery.destination = parse_ws_url(url)
+        except DestinationError as exc:
+            log.warning("flow %s: Backend 2 URL refused: %s", flow_id, exc)
         loop = asyncio.get_running_loop()
         delivery.task = loop.create_task(self._deliver(delivery), name=f"deliver/{flow_id}")
         self.flows[flow_id] = delivery
@@ -220,12 +285,22 @@ class StreamerCore:
                 try:
                     await self._session(delivery)
                     return
+                except OutboundRefused as exc:  # never retried: the URL will not become acceptable
+                    delivery.last_error = POLICY_REFUSED
+                    delivery.gave_up = True
+                    log.warning(
+                        "flow %s: not connecting to %s: %s",
+                        delivery.log.flow_id,
+                        safe_url(delivery.log.url),
+                        redact_text(str(exc)),
+                    )
+                    return
                 except Exception as exc:  # any failure of this connection: back off and resend
                     confirmed_before = delivery.log.delivered_seq
                     await self._connection_lost(delivery, exc)
                     failures = 0 if delivery.log.delivered_seq > confirmed_before else failures + 1
-                    if self._should_give_up(delivery):
-                        self._give_up(delivery)
+                    if failures >= self.settings.backend2_max_connect_attempts or self._should_give_up(delivery):
+                        self._give_up(delivery, describe_error(exc, delivery.log.url))
                         return
                     await asyncio.sleep(backoff_delay(failures))
         finally:
@@ -235,13 +310,20 @@ class StreamerCore:
     async def _session(self, delivery: _Delivery) -> None:
         """One connection: send bursts, collect pongs; returns once a finished flow is delivered."""
         event_log = delivery.log
-        connection = await connect(
-            event_log.url,
-            open_timeout=OPEN_TIMEOUT,
-            close_timeout=CLOSE_TIMEOUT,
-            ping_interval=None,
-            compression=None,  # small JSON events: deflate costs both ends more CPU than it saves
-        )
+        sock = await self._checked_socket(delivery)
+        try:
+            connection = await connect(
+                event_log.url,
+                sock=sock,  # connected to a checked address; a redirect cannot be followed on it
+                proxy=None,
+                open_timeout=OPEN_TIMEOUT,
+                close_timeout=CLOSE_TIMEOUT,
+                ping_interval=None,
+                compression=None,  # small JSON events: deflate costs both ends more CPU than it saves
+            )
+        except BaseException:
+            sock.close()
+            raise
         delivery.connection = connection
         delivery.last_error = None
         acks: deque[_Ack] = deque()
@@ -258,6 +340,42 @@ class StreamerCore:
         finally:
             closed.cancel()
 
+    async def _checked_socket(self, delivery: _Delivery) -> socket.socket:
+        """Resolve once, check every address, connect a socket to the first that answers."""
+        delivery.attempts += 1
+        destination = delivery.destination
+        if destination is None:
+            raise OutboundRefused("the URL is not an acceptable ws:// or wss:// URL")
+        reason = self.policy.check_url(destination)
+        if reason is not None:
+            raise OutboundRefused(reason)
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(OPEN_TIMEOUT):
+            infos = await loop.getaddrinfo(
+                destination.host, destination.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            )
+        if not infos:
+            raise OSError(f"{destination.host} resolves to no address")
+        for *_, sockaddr in infos:
+            reason = self.policy.check_address(destination, sockaddr[0])
+            if reason is not None:
+                raise OutboundRefused(f"{destination.host} resolves to {sockaddr[0]}: {reason}")
+        error: BaseException | None = None
+        for family, kind, proto, _, sockaddr in infos:
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            try:
+                async with asyncio.timeout(OPEN_TIMEOUT):
+                    await loop.sock_connect(sock, sockaddr)
+                return sock
+            except BaseException as exc:
+                sock.close()
+                if not isinstance(exc, OSError | TimeoutError):
+                    raise
+                error = exc
+        assert error is not None
+        raise error
+
     async def _send_burst(self, delivery: _Delivery, connection: ClientConnection, acks: deque[_Ack]) -> bool:
         """Send what is due within the window, then a ping as the ack barrier."""
         event_log = delivery.log
@@ -265,7 +383,7 @@ class StreamerCore:
         if not batch:
             return False
         for message in batch:
-            await connection.send(json.dumps(message, default=str))
+            await connection.send(encode_event(message))
         event_log.mark_sent(batch[-1]["seq"])
         pong = await connection.ping()
         acks.append(_Ack(event_log.sent_seq, pong, time.monotonic()))
@@ -310,11 +428,16 @@ class StreamerCore:
         was_connected = delivery.connection is not None
         delivery.reconnects += 1
         metrics.backend2_reconnect()
-        delivery.last_error = describe_error(exc, delivery.log.url)
+        delivery.last_error = DELIVERY_FAILED
         delivery.log.rewind(time.monotonic())
         await self._close_connection(delivery)
         if was_connected or delivery.reconnects == 1:
-            log.info("flow %s: Backend 2 connection lost, retrying: %s", delivery.log.flow_id, delivery.last_error)
+            log.info(
+                "flow %s: Backend 2 connection to %s lost, retrying: %s",
+                delivery.log.flow_id,
+                safe_url(delivery.log.url),
+                describe_error(exc, delivery.log.url),
+            )
 
     def _should_give_up(self, delivery: _Delivery) -> bool:
         finished_at = delivery.log.finished_at
@@ -323,14 +446,18 @@ class StreamerCore:
         return time.monotonic() - max(finished_at, delivery.progress_at) > self.give_up_after_finish
 
     @staticmethod
-    def _give_up(delivery: _Delivery) -> None:
+    def _give_up(delivery: _Delivery, detail: str) -> None:
         delivery.gave_up = True
         event_log = delivery.log
         undelivered = event_log.last_seq - event_log.delivered_seq
         log.warning(
-            "flow %s: gave up delivering to Backend 2; %d events not confirmed stay in the replay log",
+            "flow %s: gave up delivering to %s after %d attempts; %d events not confirmed stay in the replay log; "
+            "last error: %s",
             event_log.flow_id,
+            safe_url(event_log.url),
+            delivery.attempts,
             undelivered,
+            detail,
         )
 
     @staticmethod
@@ -353,6 +480,35 @@ class Backend2Streamer(StreamerCore):
     """The streamer as an async Ray actor (named `backend2-streamer` by `actors.directory`)."""
 
     def __init__(self) -> None:
+        make_undumpable()  # nothing of this uid (custom code included) may read its environ or memory
         settings = get_settings()
         configure_logging(settings)
-        super().__init__(settings)
+        super().__init__(settings, extra_denied_ports=_cluster_ports())
+
+
+def _cluster_ports() -> set[int]:
+    """The ports this Ray node listens on, as far as this process knows (best effort)."""
+    ports: set[int] = set()
+    try:
+        gcs = ray.get_runtime_context().gcs_address or ""
+        if gcs.rpartition(":")[2].isdigit():
+            ports.add(int(gcs.rpartition(":")[2]))
+    except Exception:  # not in a Ray worker, or an older Ray: the configured ports still apply
+        pass
+    node = getattr(getattr(ray, "_private", None), "worker", None)
+    node = getattr(node, "_global_node", None)
+    for name in (
+        "metrics_export_port",
+        "metrics_agent_port",
+        "dashboard_agent_listen_port",
+        "node_manager_port",
+        "object_manager_port",
+        "ray_client_server_port",
+    ):
+        try:
+            value = getattr(node, name, None)
+        except Exception:  # a property that needs state this process lacks
+            continue
+        if isinstance(value, int) and 0 < value < 65536:
+            ports.add(value)
+    return ports

@@ -19,24 +19,100 @@ Pure: no I/O, no clock (callers pass `now`, a monotonic time), no Ray.
   nor dropped, the oldest of them leave the queue (counted in `dropped`), never the log;
   adding never blocks.
 
+- Sizes: with `max_event_bytes`, `add` passes every event through `fit_event`, so no logged
+  event encodes (`encode_event`: compact ASCII JSON, what goes over the WebSocket) to more
+  than that: values of `data` (and of `data.outputs` / `data.inputs`) larger than
+  `value_max_bytes` — and then the largest others until the event fits — are replaced by
+  `{"truncated": true, "bytes": N, "sha256": H}` (N and H of the value's encoded JSON);
+  `truncated` counts such events. `after(seq, limit, max_bytes)` is the paginated replay:
+  at most `limit` events and, past the first, at most `max_bytes` encoded bytes.
+- Retention by size: `retained_bytes` is the encoded size of what the log holds. Over
+  `max_bytes` (the per-flow cap) the log keeps its first event and its latest ones and drops
+  the oldest in between (down to 3/4 of the cap, so trimming is amortised) — counted in
+  `evicted`; an event dropped so before it was sent is never delivered.
+
 `EventLogStore`, many flows: `open` (a new log; a reused flow id replaces the old one),
-`finish(flow_id, now)` starts the retention clock, `expire(now)` forgets every finished log
-whose delivery has ended (`end_delivery`) and whose flow ended `retention` seconds ago.
+`add(log, messages, now)` adds and keeps `total_bytes`, `finish(flow_id, now)` starts the
+retention clock, `expire(now)` forgets every log whose flow ended `retention` seconds ago,
+whatever its delivery state (a hard deadline: the caller stops the delivery), and
+`over_total()` lists the logs to drop while `total_bytes` exceeds `max_total_bytes`: finished
+flows only, those whose delivery ended first, oldest end first.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 Message = dict[str, Any]
+_NESTED_VALUES = ("outputs", "inputs")  # `data` keys whose own values are replaced one by one
 
 
 def _seq_of(message: Message) -> int:
     return message["seq"]
+
+
+def encode_event(message: Any) -> str:
+    """The event as sent to Backend 2: compact JSON, ASCII only (so characters = bytes)."""
+    return json.dumps(message, default=str, separators=(",", ":"))
+
+
+def _placeholder(encoded: str) -> dict[str, Any]:
+    digest = hashlib.sha256(encoded.encode()).hexdigest()
+    return {"truncated": True, "bytes": len(encoded), "sha256": digest}
+
+
+def fit_event(message: Message, max_bytes: int, value_max_bytes: int) -> tuple[Message, int, bool]:
+    """`(event, encoded size, truncated)`: the event, its large values replaced if it is over
+    `max_bytes`. An event that cannot be encoded at all keeps only its envelope."""
+    try:
+        size = len(encode_event(message))
+    except (ValueError, TypeError, RecursionError):
+        return _envelope_only(message, "the event could not be encoded"), -1, True
+    if size <= max_bytes:
+        return message, size, False
+    fitted = dict(message)
+    data = message.get("data")
+    if isinstance(data, dict):
+        fitted["data"] = new_data = dict(data)
+        candidates: list[tuple[int, str, str | None, str]] = []  # (size, key, nested key, encoded)
+        for key, value in data.items():
+            if key in _NESTED_VALUES and isinstance(value, dict):
+                new_data[key] = dict(value)
+                for nested, inner in value.items():
+                    encoded = encode_event(inner)
+                    candidates.append((len(encoded), key, nested, encoded))
+            else:
+                encoded = encode_event(value)
+                candidates.append((len(encoded), key, None, encoded))
+        candidates.sort(key=lambda c: c[0], reverse=True)
+        for value_size, key, nested, encoded in candidates:
+            if value_size <= value_max_bytes and size <= max_bytes:
+                break
+            replacement = _placeholder(encoded)
+            if nested is None:
+                new_data[key] = replacement
+            else:
+                new_data[key][nested] = replacement
+            size -= value_size - len(encode_event(replacement))
+    size = len(encode_event(fitted))
+    if size > max_bytes:  # a huge envelope (never from the scheduler): keep the envelope alone
+        fitted = _envelope_only(message, "the event was too large")
+        size = len(encode_event(fitted))
+    return fitted, size, True
+
+
+def _envelope_only(message: Message, why: str) -> Message:
+    kept = {k: message[k] for k in ("type", "flow_id", "seq", "timestamp", "element_id") if k in message}
+    kept = {k: v if isinstance(v, int | float) or v is None else str(v)[:200] for k, v in kept.items()}
+    kept["seq"] = message["seq"]
+    kept["data"] = {"truncated": True, "error": {"error_type": "event_too_large", "message": why}}
+    return kept
 
 
 @dataclass
@@ -46,6 +122,9 @@ class FlowEventLog:
     buffer_limit: int = 10_000
     gap_timeout: float = 2.0
     resend_grace: float = 1.0
+    max_event_bytes: int | None = None
+    value_max_bytes: int = 64 * 1024
+    max_bytes: int | None = None
     events: list[Message] = field(default_factory=list)
     next_seq: int = 1
     sent_seq: int = 0
@@ -54,7 +133,11 @@ class FlowEventLog:
     skipped: int = 0
     finished_at: float | None = None
     delivery_ended_at: float | None = None
-    _early: dict[int, Message] = field(default_factory=dict)
+    retained_bytes: int = 0
+    evicted: int = 0
+    truncated: int = 0
+    _sizes: list[int] = field(default_factory=list)  # encoded size of each of `events`
+    _early: dict[int, tuple[Message, int]] = field(default_factory=dict)
     _gap_since: float | None = None
     _skip_to: int = 0  # events up to this seq left the delivery queue (dropped)
     _confirmations: deque[tuple[float, int]] = field(default_factory=deque)
@@ -69,18 +152,31 @@ class FlowEventLog:
     def add(self, messages: list[Message], now: float = 0.0) -> None:
         for message in messages:
             seq = message["seq"]
-            if seq >= self.next_seq:
-                self._early.setdefault(seq, message)
+            if seq >= self.next_seq and seq not in self._early:
+                self._early[seq] = self._fit(message)
         self._join_early()
+        self._trim()
         if self._early and self._gap_since is None:
             self._gap_since = now
         if len(self._early) > self.buffer_limit:
             self._skip_first_gap(now)
         self._bound_queue()
 
+    def _fit(self, message: Message) -> tuple[Message, int]:
+        if self.max_event_bytes is None:
+            size = len(encode_event(message))
+        else:
+            message, size, truncated = fit_event(message, self.max_event_bytes, self.value_max_bytes)
+            self.truncated += truncated
+        size = max(size, 0)
+        self.retained_bytes += size
+        return message, size
+
     def _join_early(self) -> None:
         while self.next_seq in self._early:
-            self.events.append(self._early.pop(self.next_seq))
+            message, size = self._early.pop(self.next_seq)
+            self.events.append(message)
+            self._sizes.append(size)
             self.next_seq += 1
         if not self._early:
             self._gap_since = None
@@ -107,8 +203,33 @@ class FlowEventLog:
         if self._early:
             self._gap_since = now
 
-    def after(self, seq: int) -> list[Message]:
-        return self.events[self._index_after(seq) :]
+    def after(self, seq: int, limit: int | None = None, max_bytes: int | None = None) -> list[Message]:
+        """The events after `seq`: at most `limit`, and past the first at most `max_bytes`."""
+        start = self._index_after(seq)
+        end = len(self.events) if limit is None else min(len(self.events), start + max(limit, 0))
+        if max_bytes is not None:
+            total = 0
+            for index in range(start, end):
+                total += self._sizes[index]
+                if total > max_bytes and index > start:
+                    end = index
+                    break
+        return self.events[start:end]
+
+    def _trim(self) -> None:
+        """Over the per-flow cap: keep the first event and the latest, drop the oldest between."""
+        if self.max_bytes is None or self.retained_bytes <= self.max_bytes or len(self.events) < 3:
+            return
+        target = self.max_bytes * 3 // 4
+        excess, end = self.retained_bytes - target, 1
+        while excess > 0 and end < len(self.events) - 1:
+            excess -= self._sizes[end]
+            end += 1
+        freed = sum(self._sizes[1:end])
+        del self.events[1:end]
+        del self._sizes[1:end]
+        self.retained_bytes -= freed
+        self.evicted += end - 1
 
     def _index_after(self, seq: int) -> int:
         return bisect.bisect_right(self.events, seq, key=_seq_of)
@@ -181,9 +302,8 @@ class FlowEventLog:
         self.delivery_ended_at = now
 
     def expired(self, now: float, retention: float) -> bool:
-        return (
-            self.finished_at is not None and self.delivery_ended_at is not None and now - self.finished_at >= retention
-        )
+        """`retention` seconds after the flow ended, whatever the delivery state."""
+        return self.finished_at is not None and now - self.finished_at >= retention
 
     def state(self) -> dict[str, Any]:
         return {
@@ -196,16 +316,24 @@ class FlowEventLog:
             "skipped": self.skipped,
             "waiting_out_of_order": len(self._early),
             "finished": self.finished,
+            "retained_bytes": self.retained_bytes,
+            "evicted": self.evicted,
+            "truncated": self.truncated,
         }
 
 
 @dataclass
 class EventLogStore:
-    """Every flow's log, by flow id, with retention after the flow's end."""
+    """Every flow's log, by flow id, with retention after the flow's end and a total size cap."""
 
     retention: float
     buffer_limit: int = 10_000
+    max_event_bytes: int | None = None
+    value_max_bytes: int = 64 * 1024
+    max_flow_bytes: int | None = None
+    max_total_bytes: int | None = None
     logs: dict[str, FlowEventLog] = field(default_factory=dict)
+    total_bytes: int = 0
 
     def __len__(self) -> int:
         return len(self.logs)
@@ -218,8 +346,27 @@ class EventLogStore:
 
     def open(self, flow_id: str, url: str) -> FlowEventLog:
         """A fresh log for the flow (replacing the one of an earlier run of the same id)."""
-        self.logs[flow_id] = FlowEventLog(flow_id, url, self.buffer_limit)
+        self.forget(flow_id)
+        self.logs[flow_id] = FlowEventLog(
+            flow_id,
+            url,
+            self.buffer_limit,
+            max_event_bytes=self.max_event_bytes,
+            value_max_bytes=self.value_max_bytes,
+            max_bytes=self.max_flow_bytes,
+        )
         return self.logs[flow_id]
+
+    def add(self, event_log: FlowEventLog, messages: list[Message], now: float) -> None:
+        before = event_log.retained_bytes
+        event_log.add(messages, now)
+        if self.logs.get(event_log.flow_id) is event_log:
+            self.total_bytes += event_log.retained_bytes - before
+
+    def forget(self, flow_id: str) -> None:
+        event_log = self.logs.pop(flow_id, None)
+        if event_log is not None:
+            self.total_bytes -= event_log.retained_bytes
 
     def finish(self, flow_id: str, now: float) -> None:
         event_log = self.logs.get(flow_id)
@@ -230,5 +377,22 @@ class EventLogStore:
         """Forget the logs past retention; returns their flow ids."""
         gone = [flow_id for flow_id, event_log in self.logs.items() if event_log.expired(now, self.retention)]
         for flow_id in gone:
-            del self.logs[flow_id]
+            self.forget(flow_id)
+        return gone
+
+    def over_total(self) -> list[str]:
+        """Forget finished logs, oldest first (delivered ones before), until under the total
+        cap; returns their flow ids (running flows are bounded by the per-flow cap alone)."""
+        if self.max_total_bytes is None or self.total_bytes <= self.max_total_bytes:
+            return []
+        finished = sorted(
+            (log for log in self.logs.values() if log.finished_at is not None),
+            key=lambda log: (log.delivery_ended_at is None, log.finished_at),
+        )
+        gone = []
+        for event_log in finished:
+            if self.total_bytes <= self.max_total_bytes:
+                break
+            self.forget(event_log.flow_id)
+            gone.append(event_log.flow_id)
         return gone

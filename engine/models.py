@@ -6,14 +6,69 @@ Contract:
 - `ElementDefinition.settings()` returns the type-specific configuration of an element: its
   extra top-level keys merged with an optional nested `config` object (nested wins).
 - `Event` is the envelope sent to Backend 2: `{type, flow_id, seq, timestamp, element_id, data}`.
+- Ids — `flow_id`, `element_id`, connection `from_id` / `to_id`, port names in `from_output` /
+  `to_input`, `start_element_id` — are `Id`s: 1 to `MAX_ID_LENGTH` (128) characters, all
+  printable (`str.isprintable`: no control characters C0 / C1 / DEL, no bidi controls
+  U+202A–U+202E, U+2066–U+2069, U+200E/F, U+061C, no line separators U+2028/2029, no
+  surrogates, no invisible format characters, no whitespace but the ASCII space).
+  `id_problem(value)` is the one checker, also used by `engine.validation` for dict keys
+  (element keys, port names, branch names); its messages never quote the value.
+  `shown(value)` quotes a value for a message only when it is a valid id, so no message
+  carries an unchecked string.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+MAX_ID_LENGTH = 128
+
+
+def id_problem(value: object, max_length: int = MAX_ID_LENGTH) -> str | None:
+    """Why `value` is not a valid id (without quoting it), or None when it is one."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if not value:
+        return "must not be empty"
+    if len(value) > max_length:
+        return f"is longer than {max_length:,} characters"
+    if value.isprintable():
+        return None
+    position, char = next((i, c) for i, c in enumerate(value) if not c.isprintable())
+    return f"contains {_char_kind(char)} (U+{ord(char):04X}) at character {position + 1}; ids must be printable"
+
+
+def _char_kind(char: str) -> str:
+    code = ord(char)
+    if code < 0x20 or 0x7F <= code <= 0x9F:
+        return "a control character"
+    if char in "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069":
+        return "a bidirectional-text control"
+    if char in "\u2028\u2029":
+        return "a line separator"
+    if 0xD800 <= code <= 0xDFFF:
+        return "a lone surrogate"
+    if char.isspace():
+        return "a whitespace character other than the space"
+    return "an invisible or unassigned character"
+
+
+def shown(value: object) -> str:
+    """`'value'` for a message when `value` is a valid id, else a neutral placeholder."""
+    return f"'{value}'" if id_problem(value) is None else "(a value not shown)"
+
+
+def _valid_id(value: str) -> str:
+    problem = id_problem(value)
+    if problem is not None:
+        raise ValueError(f"is not a valid id: {problem}")
+    return value
+
+
+Id = Annotated[str, AfterValidator(_valid_id)]
 
 PortType = Literal["string", "number", "integer", "boolean", "object", "array", "any"]
 
@@ -60,7 +115,7 @@ class ElementDefinition(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: str = Field(min_length=1, max_length=100)
-    element_id: str = Field(min_length=1, max_length=200)
+    element_id: Id
     name: str = ""
     description: str = ""
     input_schema: dict[str, PortSpec] = Field(default_factory=dict)
@@ -86,19 +141,19 @@ class Connection(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    from_id: str = Field(min_length=1)
-    to_id: str = Field(min_length=1)
-    from_output: str | None = None
-    to_input: str | None = None
+    from_id: Id
+    to_id: Id
+    from_output: Id | None = None
+    to_input: Id | None = None
 
 
 class FlowDefinition(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    flow_id: str = Field(min_length=1, max_length=200)
+    flow_id: Id
     elements: dict[str, ElementDefinition]
     connections: list[Connection] = Field(default_factory=list)
-    start_element_id: str = Field(min_length=1)
+    start_element_id: Id
 
 
 class ExecutionConfig(BaseModel):
@@ -112,7 +167,7 @@ class ExecuteRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    flow_id: str = Field(min_length=1, max_length=200, pattern=r"^[^/\s]+$")
+    flow_id: Annotated[Id, Field(pattern=r"^[^/\s]+$")]
     flow_definition: FlowDefinition
     initial_inputs: dict[str, Any] = Field(default_factory=dict)
     backend2_ws_url: str = Field(min_length=1, max_length=2000)

@@ -1,7 +1,9 @@
 """A validated flow, ready to schedule: element instances and the connection index.
 
 Contract: a `FlowPlan` is only built from a definition that passed validation, so every
-connection names existing elements and every element has a registered type and valid config.
+connection names existing elements and every element has a registered type and valid config,
+every id is a valid `engine.models.Id`, the counts are within `MAX_FLOW_ELEMENTS` /
+`MAX_FLOW_CONNECTIONS` and no configured value is nested deeper than `MAX_VALUE_DEPTH`.
 It is immutable during a run and shared by nothing but that run.
 """
 

@@ -1,6 +1,6 @@
 """Dataflow scheduling of one flow run — decides what runs next; never does I/O itself.
 
-Contract (SPEC §4):
+Contract:
 - The start element receives `initial_inputs` as its inputs. An element runs as soon as every
   incoming connection is settled and at least one delivered data (no layer barriers;
   independent branches run concurrently). If all incoming connections were skipped, the

@@ -1,8 +1,11 @@
 """Service settings from the environment and `.env` (pydantic-settings).
 
-Contract: every key of the seed's `.env` plus SPEC §6. Secrets are `SecretStr` so that they
-never print; `secret_values()` lists them for redaction of events, responses and logs.
-A missing credential does not stop the service: only the element that needs it fails.
+Contract: every key of the seed's `.env` plus the service's own settings (each documented in
+the README's configuration table). Secrets are `SecretStr` so that they never print;
+`secret_values()` lists them for redaction of events, responses and logs. A missing
+credential does not stop the service: only the element that needs it fails. The shape limits
+of a flow (`MAX_FLOW_ELEMENTS`, `MAX_FLOW_CONNECTIONS`, `MAX_REPORTED_PROBLEMS`) are read
+here and enforced by `engine.validation`.
 """
 
 from __future__ import annotations
@@ -29,8 +32,14 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     api_key: SecretStr | None = None
+    api_keys: SecretStr | None = None  # `name:key,name:key`: one key per caller; flows belong to their caller
     backend2_allowed_hosts: str = ""
     max_request_bytes: int = Field(default=5_000_000, ge=1024)
+    # Shape limits of a flow, checked before anything else (see engine.validation).
+    max_flow_elements: int = Field(default=1000, ge=1, le=100_000)
+    max_flow_connections: int = Field(default=5000, ge=1, le=500_000)
+    max_reported_problems: int = Field(default=50, ge=1, le=1000)
+    request_body_timeout_seconds: float = Field(default=30.0, gt=0)
 
     allow_custom_code: bool = True
     custom_code_max_memory_mb: int = Field(default=100, ge=16)
@@ -41,8 +50,17 @@ class Settings(BaseSettings):
     event_buffer_limit: int = Field(default=10_000, ge=10)
     coordinator_count: int = Field(default=2, ge=1, le=64)
 
+    # outbound connections and retention
+    backend2_denied_ports: str = "6379,8000,8076,8080,8265,10001-19999,52365"
+    backend2_max_connect_attempts: int = Field(default=20, ge=1)
+    max_event_bytes: int = Field(default=512 * 1024, ge=4096, le=1_000_000)
+    event_value_max_bytes: int = Field(default=64 * 1024, ge=256)
+    events_page_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    event_log_max_flow_bytes: int = Field(default=32 * 1024 * 1024, ge=64 * 1024)
+    event_log_max_total_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
+
     @field_validator(
-        "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aptos_private_key", "api_key",
+        "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aptos_private_key", "api_key", "api_keys",
         "bedrock_endpoint_url", mode="before",
     )  # fmt: skip
     @classmethod
@@ -52,6 +70,18 @@ class Settings(BaseSettings):
     def allowed_hosts(self) -> frozenset[str]:
         return frozenset(h.strip().lower() for h in self.backend2_allowed_hosts.split(",") if h.strip())
 
+    def caller_keys(self) -> dict[str, str]:
+        """Bearer keys by caller name: `API_KEYS` entries, and the shared `API_KEY` as `default`."""
+        keys = {}
+        if self.api_keys is not None:
+            for entry in self.api_keys.get_secret_value().split(","):
+                name, _, key = entry.strip().partition(":")
+                if name.strip() and key.strip():
+                    keys[name.strip()] = key.strip()
+        if self.api_key is not None:
+            keys.setdefault("default", self.api_key.get_secret_value())
+        return keys
+
     def secret_values(self) -> list[str]:
         secrets = (
             self.aws_access_key_id,
@@ -60,7 +90,8 @@ class Settings(BaseSettings):
             self.aptos_private_key,
             self.api_key,
         )
-        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        values = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        return values + [key for name, key in self.caller_keys().items() if name != "default"]
 
 
 @lru_cache(maxsize=1)

@@ -1,33 +1,75 @@
 """Validation of an `/execute` request before anything runs.
 
-Contract: `validate_request(body, settings)` never raises on bad input. It returns every
-problem it finds, each with a JSON path (`flow_definition.connections[2].to_id`) and a plain
-message: body not JSON, wrong or missing fields, Backend 2 URL not ws(s):// or not allowed,
-element key different from its element_id, unknown type (naming the known ones), bad
-type-specific config (each element class's own model and `check`), dangling connections,
-unknown ports where they are declared, the start element missing or fed by a connection,
-cycles (with their path). Elements unreachable from the start are warnings. When there are no
-errors it also returns the `FlowPlan` to run.
+Contract: `validate_request(body, settings)` never raises, whatever it is given (any bytes,
+any text, any JSON-like value, nested 100,000 deep or not). It returns the problems it finds,
+each with a JSON path (`flow_definition.connections[2].to_id`) and a plain message, and, when
+there are no errors, the `FlowPlan` to run. In this order:
+
+1. Reading: a body that is not JSON, not an object, or nested too deeply for the JSON reader
+   is one problem at `$`.
+2. Shape limits, before any per-element work (a request over them gets only these problems):
+   more than `MAX_FLOW_ELEMENTS` elements or `MAX_FLOW_CONNECTIONS` connections (one problem
+   each, at `flow_definition.elements` / `.connections`); a free-form value nested deeper than
+   `engine.limits.MAX_VALUE_DEPTH` (100) levels, at its own path. Free-form values are the
+   keys of `initial_inputs` (the `initial_inputs` object itself counts as one level, as an
+   element's inputs do), every field of an element and every key of its `config` (data,
+   defaults, schemas, cases …), each connection, the execution `config` and any other key.
+   The depth is measured without recursion before pydantic or anything else walks the value.
+3. Ids (`engine.models.id_problem`): element keys, the `id` of a connection when given, port
+   names (`input_schema` / `output_schema` keys) and branch names here; `flow_id`,
+   `element_id`, connection ends and ports by the models.
+4. Fields and types (pydantic); the Backend 2 URL (`backend2_ws_url_problem`: ws(s) only, a
+   host, no user information, no fragment, no control characters or spaces, a port from 1 to
+   65535 — whatever the `websockets` client would refuse — then `BACKEND2_ALLOWED_HOSTS`).
+5. The graph: element key equal to its element_id, unknown type (the known types are listed
+   in the first such problem only), bad type-specific config (each element class's own model
+   and `check`), dangling connections, unknown ports where they are declared (at most 10
+   known names listed), the start element missing or fed by a connection, cycles — one
+   problem per strongly connected component, naming a shortest cycle through it by its first
+   5 elements and its length. Elements unreachable from the start are warnings.
+
+Bounded answers (`bound_problems`): errors come before warnings; at most
+`MAX_REPORTED_PROBLEMS` problems are kept, each message cut to `MAX_MESSAGE_CHARS` and each
+path to `MAX_PATH_CHARS` characters with non-printable characters escaped (`\\x1b`), and the
+kept problems together stay under `MAX_PROBLEMS_BYTES` of JSON; a final problem at `$` says
+`… and 1,234 more problems`. Messages quote a request value only when it is a valid id
+(`engine.models.shown`); paths show a key only when it is one (`[<key not shown>]`).
+Cost is linear in the size of the body: a 5 MB body is answered in about a second or two.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
+from websockets.exceptions import InvalidURI
+from websockets.uri import parse_uri
 
 import elements  # noqa: F401 — registers the built-in element types
 from elements import registry
 from elements.base import ElementBase
-from engine.models import ExecuteRequest, FlowDefinition
+from engine.destinations import DestinationError, OutboundPolicy, parse_ws_url
+from engine.limits import MAX_VALUE_DEPTH, depth_exceeds
+from engine.models import ExecuteRequest, FlowDefinition, id_problem, shown
 from engine.plan import FlowPlan
 from engine.settings import Settings
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+MAX_MESSAGE_CHARS = 300
+MAX_PATH_CHARS = 300
+MAX_PROBLEMS_BYTES = 48 * 1024  # the JSON of the kept problems; a 422 body stays under 64 KB
+MAX_PROBLEMS_CEILING = 1000  # the most `MAX_REPORTED_PROBLEMS` may be set to
+MAX_NAMES_LISTED = 10  # known port names listed in one message
+CYCLE_ELEMENTS_SHOWN = 5
+TOO_DEEP = f"is nested deeper than {MAX_VALUE_DEPTH} levels"
+HIDDEN_KEY = "<key not shown>"
 
 
 @dataclass(frozen=True)
@@ -60,11 +102,16 @@ class Validation:
 
 
 def json_path(*parts: str | int) -> str:
-    """`("flow_definition", "elements", "llm-1", "temperature")` → `flow_definition.elements.llm-1.temperature`."""
+    """`("flow_definition", "elements", "llm-1", "temperature")` → `flow_definition.elements.llm-1.temperature`.
+
+    A key that is not a valid id (too long, control characters …) is shown as `[<key not shown>]`.
+    """
     path = ""
     for part in parts:
         if isinstance(part, int):
             path += f"[{part}]"
+        elif not isinstance(part, str) or id_problem(part) is not None:
+            path += f"[{HIDDEN_KEY}]"
         elif _IDENTIFIER.match(part):
             path += f".{part}" if path else part
         else:
@@ -72,40 +119,214 @@ def json_path(*parts: str | int) -> str:
     return path or "$"
 
 
-def _pydantic_problems(error: ValidationError, *prefix: str | int) -> list[Problem]:
-    problems = []
-    for item in error.errors(include_url=False, include_input=False):
-        message = item["msg"].removeprefix("Value error, ")
-        problems.append(Problem(json_path(*prefix, *item["loc"]), message))
-    return problems
-
-
 def validate_request(body: bytes | str | Any, settings: Settings) -> Validation:
-    if isinstance(body, bytes | str):
+    try:
+        result = _validate(body, settings)
+    except RecursionError:  # a guard: the depth limits are checked before anything recurses
+        result = Validation(problems=[Problem("$", f"the body {TOO_DEEP}")])
+    result.problems = bound_problems(result.problems, settings.max_reported_problems)
+    return result
+
+
+def _validate(body: bytes | str | Any, settings: Settings) -> Validation:
+    if isinstance(body, bytes | bytearray | str):
         try:
             body = json.loads(body)
-        except (ValueError, RecursionError) as exc:
+        except RecursionError:
+            return Validation(problems=[Problem("$", f"the body {TOO_DEEP} (too deep to read)")])
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an int over 4,300 digits: none quotes the body
             return Validation(problems=[Problem("$", f"the body is not valid JSON: {exc}")])
     if not isinstance(body, dict):
         return Validation(problems=[Problem("$", "the body must be a JSON object")])
-    result = Validation()
+    shape = _shape_problems(body, settings)
+    if shape:
+        return Validation(problems=shape)
+    result = Validation(problems=_key_problems(body))
     try:
         result.request = ExecuteRequest.model_validate(body)
     except ValidationError as exc:
         result.problems += _pydantic_problems(exc)
-    except RecursionError:
-        result.problems.append(Problem("$", "the body is nested too deeply"))
     definition = result.request.flow_definition if result.request else _definition_alone(body)
     if result.request is not None:
         result.problems += _check_backend2_url(result.request.backend2_ws_url, settings)
         if result.request.flow_id != definition.flow_id:
-            result.problems.append(Problem("flow_definition.flow_id", f"must equal flow_id '{result.request.flow_id}'"))
+            result.problems.append(
+                Problem("flow_definition.flow_id", f"must equal flow_id {shown(result.request.flow_id)}")
+            )
     if definition is not None:
         instances, problems = _check_graph(definition, settings)
         result.problems += problems
         if result.request is not None and not result.errors:
             result.plan = FlowPlan.build(definition, instances)
     return result
+
+
+# --- bounded answers ---------------------------------------------------------------------------
+
+
+def bound_problems(problems: list[Problem], limit: int, max_bytes: int = MAX_PROBLEMS_BYTES) -> list[Problem]:
+    """Errors first, then warnings; at most `limit` problems and `max_bytes` of JSON, each cut
+    and escaped, plus a final `… and N more problems` when any were left out."""
+    ordered = [p for p in problems if p.severity == "error"] + [p for p in problems if p.severity != "error"]
+    kept: list[Problem] = []
+    used = 0
+    for problem in ordered[:limit]:
+        safe = Problem(_clip(problem.path, MAX_PATH_CHARS), _clip(problem.message, MAX_MESSAGE_CHARS), problem.severity)
+        size = len(json.dumps(safe.as_dict()))  # ASCII-escaped: the largest the JSON of it can be
+        if used + size > max_bytes:
+            break
+        kept.append(safe)
+        used += size
+    left_out = ordered[len(kept) :]
+    if left_out:
+        severity: Literal["error", "warning"] = "error" if left_out[0].severity == "error" else "warning"
+        noun = "problem" if len(left_out) == 1 else "problems"
+        kept.append(Problem("$", f"… and {len(left_out):,} more {noun}", severity))
+    return kept
+
+
+def printable(text: str) -> str:
+    """`text` with every non-printable character escaped (`\\x1b`, `\\u202e`)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode() for c in text)
+
+
+def _clip(text: str, limit: int) -> str:
+    text = printable(text[: limit * 2] if len(text) > limit * 2 else text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _names(names: Iterable[str]) -> str:
+    """`a, b, c` — at most `MAX_NAMES_LISTED` names, then `… (1,234 in all)`."""
+    listed = list(names)
+    if not listed:
+        return "none"
+    head = ", ".join(n if id_problem(n) is None else "(a name not shown)" for n in listed[:MAX_NAMES_LISTED])
+    return head if len(listed) <= MAX_NAMES_LISTED else f"{head}, … ({len(listed):,} in all)"
+
+
+# --- shape limits and keys, on the raw JSON -----------------------------------------------------
+
+
+def _shape_problems(body: dict[str, Any], settings: Settings) -> list[Problem]:
+    """Counts, then nesting depth of every free-form value; before pydantic sees anything."""
+    definition = body.get("flow_definition")
+    problems = []
+    if isinstance(definition, dict):
+        element_defs = definition.get("elements")
+        connections = definition.get("connections")
+        if isinstance(element_defs, dict) and len(element_defs) > settings.max_flow_elements:
+            problems.append(
+                Problem(
+                    "flow_definition.elements",
+                    f"has {len(element_defs):,} elements; at most {settings.max_flow_elements:,} are allowed "
+                    "(MAX_FLOW_ELEMENTS)",
+                )
+            )
+        if isinstance(connections, list) and len(connections) > settings.max_flow_connections:
+            problems.append(
+                Problem(
+                    "flow_definition.connections",
+                    f"has {len(connections):,} connections; at most {settings.max_flow_connections:,} are allowed "
+                    "(MAX_FLOW_CONNECTIONS)",
+                )
+            )
+    if problems or not _too_deep(body, _BODY_DEPTH):
+        return problems
+    return [Problem(json_path(*path), TOO_DEEP) for path, value, limit in _free_values(body) if _too_deep(value, limit)]
+
+
+# Every free-form value sits at least one level below the body with a limit of at most
+# MAX_VALUE_DEPTH (`initial_inputs` keys: two levels, MAX_VALUE_DEPTH - 1), so a body no deeper
+# than this holds no value over its limit: one walk decides for every ordinary request.
+_BODY_DEPTH = MAX_VALUE_DEPTH + 1
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    if not isinstance(value, dict | list | tuple):
+        return False
+    try:
+        return depth_exceeds(value, limit)
+    except TypeError:  # not JSON-like (a set, bytes …): pydantic reports it
+        return False
+
+
+def _free_values(body: dict[str, Any]) -> Iterable[tuple[tuple[str | int, ...], Any, int]]:
+    """`(path, value, depth limit)` of every free-form value of a request."""
+    for key, value in body.items():
+        if key == "flow_definition" and isinstance(value, dict):
+            yield from _definition_values(value)
+        elif key == "initial_inputs" and isinstance(value, dict):
+            for name, item in value.items():
+                yield (key, name), item, MAX_VALUE_DEPTH - 1
+        else:
+            yield (key,), value, MAX_VALUE_DEPTH
+
+
+def _definition_values(definition: dict[str, Any]) -> Iterable[tuple[tuple[str | int, ...], Any, int]]:
+    base = "flow_definition"
+    for key, value in definition.items():
+        if key == "elements" and isinstance(value, dict):
+            for element_key, element in value.items():
+                if not isinstance(element, dict):
+                    yield (base, key, element_key), element, MAX_VALUE_DEPTH
+                    continue
+                for name, setting in element.items():
+                    if name == "config" and isinstance(setting, dict):
+                        for sub, item in setting.items():
+                            yield (base, key, element_key, name, sub), item, MAX_VALUE_DEPTH
+                    else:
+                        yield (base, key, element_key, name), setting, MAX_VALUE_DEPTH
+        elif key == "connections" and isinstance(value, list):
+            for index, conn in enumerate(value):
+                yield (base, key, index), conn, MAX_VALUE_DEPTH
+        else:
+            yield (base, key), value, MAX_VALUE_DEPTH
+
+
+def _key_problems(body: dict[str, Any]) -> list[Problem]:
+    """Element keys, connection ids and port names: ids, by their position (never quoted)."""
+    definition = body.get("flow_definition")
+    if not isinstance(definition, dict):
+        return []
+    problems = []
+    element_defs = definition.get("elements")
+    if isinstance(element_defs, dict):
+        for position, (key, element) in enumerate(element_defs.items(), start=1):
+            problem = id_problem(key)
+            if problem is not None:
+                problems.append(Problem("flow_definition.elements", f"element key #{position} {problem}"))
+            if not isinstance(element, dict):
+                continue
+            for schema in ("input_schema", "output_schema"):
+                ports = element.get(schema)
+                if not isinstance(ports, dict):
+                    continue
+                for port_position, port in enumerate(ports, start=1):
+                    problem = id_problem(port)
+                    if problem is not None:
+                        path = json_path("flow_definition", "elements", key, schema)
+                        problems.append(Problem(path, f"port name #{port_position} {problem}"))
+    connections = definition.get("connections")
+    if isinstance(connections, list):
+        for index, conn in enumerate(connections):
+            if isinstance(conn, dict) and "id" in conn:
+                problem = id_problem(conn["id"])
+                if problem is not None:
+                    problems.append(Problem(json_path("flow_definition", "connections", index, "id"), problem))
+    return problems
+
+
+# --- fields and types ---------------------------------------------------------------------------
+
+
+def _pydantic_problems(error: ValidationError, *prefix: str | int) -> list[Problem]:
+    problems = []
+    for item in error.errors(include_url=False, include_input=False, include_context=False):
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(Problem(json_path(*prefix, *item["loc"]), message))
+    return problems
 
 
 def _definition_alone(body: dict[str, Any]) -> FlowDefinition | None:
@@ -116,17 +337,54 @@ def _definition_alone(body: dict[str, Any]) -> FlowDefinition | None:
         return None
 
 
-def _check_backend2_url(url: str, settings: Settings) -> list[Problem]:
+def backend2_ws_url_problem(url: str) -> str | None:
+    """Why the `websockets` client would refuse `url` (or we do), without quoting it; or None."""
+    if not url.isprintable() or " " in url:
+        return "contains a control character, a space or another invisible character"
     try:
-        host = (urlsplit(url).hostname or "").lower()
-    except ValueError as exc:
-        return [Problem("backend2_ws_url", f"is not a valid URL: {exc}")]
-    if not host:
-        return [Problem("backend2_ws_url", "has no host")]
-    allowed = settings.allowed_hosts()
-    if allowed and host not in allowed:
-        return [Problem("backend2_ws_url", f"host '{host}' is not in BACKEND2_ALLOWED_HOSTS")]
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:
+        return "is not a valid URL (its host cannot be read)"
+    if parts.scheme not in ("ws", "wss"):
+        return "must start with ws:// or wss://"
+    if "@" in parts.netloc:
+        return "must not contain user information (user@)"
+    if "#" in url:
+        return "must not have a fragment (#…)"
+    if not hostname:
+        return "has no host"
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        return "has a port that is not a number from 1 to 65535"
+    try:
+        parse_uri(url)
+    except InvalidURI as exc:
+        return f"is not a valid WebSocket URL: {exc.msg}"
+    except (ValueError, UnicodeError):
+        return "is not a valid WebSocket URL (its host cannot be encoded)"
+    return None
+
+
+def _check_backend2_url(url: str, settings: Settings) -> list[Problem]:
+    problem = backend2_ws_url_problem(url)
+    if problem is not None:
+        return [Problem("backend2_ws_url", problem)]
+    try:  # the outbound policy as far as it can be judged before resolving (the streamer re-checks)
+        refused = OutboundPolicy.from_settings(settings).check_url(parse_ws_url(url))
+    except DestinationError as exc:
+        refused = str(exc)
+    if refused is not None:
+        return [
+            Problem("backend2_ws_url", "is not a destination this service may connect to (see BACKEND2_ALLOWED_HOSTS)")
+        ]
     return []
+
+
+# --- the graph ----------------------------------------------------------------------------------
 
 
 def _check_graph(definition: FlowDefinition, settings: Settings) -> tuple[dict[str, ElementBase], list[Problem]]:
@@ -134,7 +392,7 @@ def _check_graph(definition: FlowDefinition, settings: Settings) -> tuple[dict[s
     problems += _check_connections(definition, instances)
     start = definition.start_element_id
     if start not in definition.elements:
-        problems.append(Problem("flow_definition.start_element_id", f"no element '{start}' in elements"))
+        problems.append(Problem("flow_definition.start_element_id", f"no element {shown(start)} in elements"))
     problems += _check_cycles(definition)
     if start in definition.elements:
         problems += _check_reachability(definition)
@@ -144,14 +402,20 @@ def _check_graph(definition: FlowDefinition, settings: Settings) -> tuple[dict[s
 def _check_elements(definition: FlowDefinition, settings: Settings) -> tuple[dict[str, ElementBase], list[Problem]]:
     instances: dict[str, ElementBase] = {}
     problems: list[Problem] = []
+    types_listed_at: str | None = None
     for key, element in definition.elements.items():
         base = ("flow_definition", "elements", key)
         if element.element_id != key:
-            problems.append(Problem(json_path(*base, "element_id"), f"must equal its key '{key}'"))
+            problems.append(Problem(json_path(*base, "element_id"), f"must equal its key {shown(key)}"))
         cls = registry.get(element.type)
         if cls is None:
-            known = ", ".join(registry.known_types())
-            problems.append(Problem(json_path(*base, "type"), f"unknown element type '{element.type}'; known: {known}"))
+            path = json_path(*base, "type")
+            if types_listed_at is None:
+                types_listed_at = path
+                known = f"known: {', '.join(registry.known_types())}"
+            else:
+                known = f"the known types are listed at {types_listed_at}"
+            problems.append(Problem(path, f"unknown element type {shown(element.type)}; {known}"))
             continue
         try:
             config = cls.parse_config(element)
@@ -160,48 +424,88 @@ def _check_elements(definition: FlowDefinition, settings: Settings) -> tuple[dic
             continue
         for sub_path, message in cls.check(element, config, settings):
             problems.append(Problem(json_path(*base, *sub_path.split(".")) if sub_path else json_path(*base), message))
-        instances[key] = cls(element, config)
+        instance = cls(element, config)
+        problems += _branch_problems(instance, base)
+        instances[key] = instance
     return instances, problems
+
+
+def _branch_problems(instance: ElementBase, base: tuple[str, ...]) -> list[Problem]:
+    """Branch names of a routing element are ids too; found at their place in its settings."""
+    if not instance.routes:
+        return []
+    problems = []
+    settings = instance.definition.settings()
+    for name in sorted(instance.branch_ports()):
+        problem = id_problem(name)
+        if problem is None:
+            continue
+        where = _find_string(settings, name)
+        prefix = (*base, "config") if where and where[0] in instance.definition.config else base
+        problems.append(Problem(json_path(*prefix, *where), f"branch name {problem}"))
+    return problems
+
+
+def _find_string(value: Any, wanted: str, depth: int = 3) -> tuple[str | int, ...]:
+    """Path of the first string equal to `wanted` within `depth` levels of `value`, else `()`."""
+    queue: deque[tuple[tuple[str | int, ...], Any]] = deque([((), value)])
+    while queue:
+        path, item = queue.popleft()
+        if item == wanted:
+            return path
+        if len(path) >= depth:
+            continue
+        if isinstance(item, dict):
+            queue.extend(((*path, k), v) for k, v in item.items() if isinstance(k, str))
+        elif isinstance(item, list):
+            queue.extend(((*path, i), v) for i, v in enumerate(item))
+    return ()
 
 
 def _config_problems(error: ValidationError, nested: dict[str, Any], base: tuple[str, ...]) -> list[Problem]:
     problems = []
-    for problem in _pydantic_problems(error):
-        head = problem.path.split(".")[0].split("[")[0]
-        prefix = (*base, "config") if head in nested else base
-        problems.append(
-            Problem(json_path(*prefix) + ("" if problem.path == "$" else "." + problem.path), problem.message)
-        )
+    for item in error.errors(include_url=False, include_input=False, include_context=False):
+        loc = item["loc"]
+        prefix = (*base, "config") if loc and loc[0] in nested else base
+        problems.append(Problem(json_path(*prefix, *loc), item["msg"].removeprefix("Value error, ")))
     return problems
 
 
 def _check_connections(definition: FlowDefinition, instances: dict[str, ElementBase]) -> list[Problem]:
     problems = []
     start = definition.start_element_id
+    outputs_known: dict[str, str] = {}
+    inputs_known: dict[str, str] = {}
     for index, conn in enumerate(definition.connections):
         base = ("flow_definition", "connections", index)
         for end in ("from_id", "to_id"):
             target = getattr(conn, end)
             if target not in definition.elements:
-                problems.append(Problem(json_path(*base, end), f"no element '{target}' (dangling connection)"))
+                problems.append(Problem(json_path(*base, end), f"no element {shown(target)} (dangling connection)"))
         if conn.to_id == start:
-            problems.append(Problem(json_path(*base, "to_id"), f"the start element '{start}' cannot have inputs"))
+            problems.append(Problem(json_path(*base, "to_id"), f"the start element {shown(start)} cannot have inputs"))
         source = instances.get(conn.from_id)
         ports = source.output_ports() if source else None
         if conn.from_output is not None and ports is not None and conn.from_output not in ports:
-            known = ", ".join(sorted(ports)) or "none"
+            if conn.from_id not in outputs_known:
+                outputs_known[conn.from_id] = _names(sorted(ports))
             problems.append(
                 Problem(
                     json_path(*base, "from_output"),
-                    f"'{conn.from_id}' has no output '{conn.from_output}'; known: {known}",
+                    f"{shown(conn.from_id)} has no output {shown(conn.from_output)}; "
+                    f"known: {outputs_known[conn.from_id]}",
                 )
             )
         target_def = definition.elements.get(conn.to_id)
         declared = target_def.input_schema if target_def else {}
         if conn.to_input is not None and declared and conn.to_input not in declared:
-            known = ", ".join(declared)
+            if conn.to_id not in inputs_known:
+                inputs_known[conn.to_id] = _names(declared)
             problems.append(
-                Problem(json_path(*base, "to_input"), f"'{conn.to_id}' has no input '{conn.to_input}'; known: {known}")
+                Problem(
+                    json_path(*base, "to_input"),
+                    f"{shown(conn.to_id)} has no input {shown(conn.to_input)}; known: {inputs_known[conn.to_id]}",
+                )
             )
     return problems
 
@@ -215,29 +519,86 @@ def _adjacency(definition: FlowDefinition) -> dict[str, list[str]]:
 
 
 def _check_cycles(definition: FlowDefinition) -> list[Problem]:
-    """Iterative depth-first search (graphs of 10,000 elements must not hit the recursion limit)."""
+    """One problem per strongly connected component that holds a cycle (iterative: no recursion)."""
     graph = _adjacency(definition)
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    problems: list[Problem] = []
-    for root in graph:
-        if root in state:
-            continue
-        path = [root]
-        state[root] = 1
-        stack = [iter(graph[root])]
-        while stack:
-            nxt = next(stack[-1], None)
-            if nxt is None:
-                state[path.pop()] = 2
-                stack.pop()
-            elif state.get(nxt) == 1:
-                cycle = [*path[path.index(nxt) :], nxt]
-                problems.append(Problem("flow_definition.connections", "cycle: " + " → ".join(cycle)))
-            elif nxt not in state:
-                state[nxt] = 1
-                path.append(nxt)
-                stack.append(iter(graph[nxt]))
+    problems = []
+    for component in _cyclic_components(graph):
+        cycle = _shortest_cycle(graph, component)
+        shown_ids = [shown(eid).strip("'") for eid in cycle]
+        length = len(cycle) - 1
+        if length > CYCLE_ELEMENTS_SHOWN:
+            text = " → ".join(shown_ids[:CYCLE_ELEMENTS_SHOWN]) + f" → … ({length:,} elements)"
+        else:
+            text = " → ".join(shown_ids)
+        if len(component) > length:
+            text += f"; {len(component):,} elements in all are on cycles through one another"
+        problems.append(Problem("flow_definition.connections", f"cycle: {text}"))
     return problems
+
+
+def _cyclic_components(graph: dict[str, list[str]]) -> list[list[str]]:
+    """Strongly connected components with a cycle (Tarjan, iterative), each in definition order,
+    ordered by their first element in definition order."""
+    order = {node: i for i, node in enumerate(graph)}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(graph[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(graph[child])))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in graph[node]:
+                    found.append(sorted(component, key=order.__getitem__))
+    return sorted(found, key=lambda component: order[component[0]])
+
+
+def _shortest_cycle(graph: dict[str, list[str]], component: list[str]) -> list[str]:
+    """A shortest cycle through the component's first element, within the component (BFS)."""
+    members = set(component)
+    root = component[0]
+    parent: dict[str, str] = {}
+    queue = deque([root])
+    while queue:
+        node = queue.popleft()
+        for child in graph[node]:
+            if child == root:
+                path = [node]
+                while path[-1] != root:
+                    path.append(parent[path[-1]])
+                return [*reversed(path), root]
+            if child in members and child not in parent:
+                parent[child] = node
+                queue.append(child)
+    return [root, root]  # not reached: every member of a cyclic component is on a cycle
 
 
 def _check_reachability(definition: FlowDefinition) -> list[Problem]:

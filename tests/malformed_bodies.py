@@ -1,8 +1,11 @@
 """A seeded generator of malformed `/execute` bodies (bytes), for fuzzing validation and HTTP.
 
-Kinds: not JSON, wrong JSON types, missing fields, huge strings, deep nesting, graphs of
-10,000 elements, cycles, unicode and empty ids, dangling connections, bad ports, bad element
-config, bad URLs, wrong number types. Every body it yields is invalid by construction.
+Kinds: not JSON, wrong JSON types, missing fields, huge strings, deep nesting (of the inputs,
+of element config, past what `json` can read), graphs of 10,000 elements (over
+`MAX_FLOW_ELEMENTS`), cycles, ids with control / bidi / line-separator characters or over 128
+characters, dangling connections, bad ports, bad element config, bad URLs (wrong scheme, user
+information, fragment, port 0, control characters), wrong number types. Every body it yields
+is invalid by construction.
 """
 
 from __future__ import annotations
@@ -74,7 +77,10 @@ def _wrong_type(body, rng):
     for key in path[:-1]:
         target = target[key]
     bad = _junk(rng)
-    while isinstance(bad, type(target[path[-1]])) and not isinstance(bad, bool):
+    current = target[path[-1]]
+    while (isinstance(bad, type(current)) and not isinstance(bad, bool)) or (
+        isinstance(current, int | float) and isinstance(bad, int | float)  # True is a valid number 1
+    ):
         bad = _junk(rng)
     target[path[-1]] = bad if bad != target[path[-1]] else None
     return body
@@ -91,6 +97,15 @@ def _deep_nesting(body, rng):
         nested = [nested]
     body["initial_inputs"] = nested if rng.random() < 0.5 else None
     body["flow_definition"]["elements"]["s"]["type"] = {"nested": body["initial_inputs"]}
+    return body
+
+
+def _deep_config(body, rng):
+    nested: dict = {}
+    for _ in range(rng.randint(101, 900)):
+        nested = {"k": nested}
+    body["flow_definition"]["elements"]["d"] = {"type": "data_block", "element_id": "d", "data": nested}
+    body["flow_definition"]["connections"].append({"from_id": "s", "to_id": "d"})
     return body
 
 
@@ -120,6 +135,11 @@ def _unicode_ids(body, rng):
             " ",
             "a/b",
             "\ud800".encode("utf-8", "surrogatepass").decode("utf-8", "replace"),
+            "\x1b[2J",
+            "a\x1cb",
+            "a\u2028b",
+            "a\u2066b",
+            "k" * 200,
         ]
     )
     body["flow_definition"]["elements"][odd] = {"type": "nope-" + odd, "element_id": odd}
@@ -146,7 +166,20 @@ def _unknown_type(body, rng):
 
 def _bad_url(body, rng):
     body["backend2_ws_url"] = rng.choice(
-        ["http://x", "ftp://x", "ws//x", "", "ws://", "javascript:alert(1)", "wss://[::1"]
+        [
+            "http://x",
+            "ftp://x",
+            "ws//x",
+            "",
+            "ws://",
+            "javascript:alert(1)",
+            "wss://[::1",
+            "ws://user@127.0.0.1:9/ws",
+            "ws://127.0.0.1:9/ws#f",
+            "ws://127.0.0.1:0/ws",
+            "ws://127.0.0.1:9/ws\x1b[2J",
+            "ws://127.0.0.1:9/a b",
+        ]
     )
     return body
 
@@ -178,6 +211,7 @@ MUTATIONS: list[Callable[[dict, random.Random], dict]] = [
     _wrong_type,
     _huge_string,
     _deep_nesting,
+    _deep_config,
     _cycle,
     _unicode_ids,
     _dangling,

@@ -2,6 +2,7 @@
 final, retries."""
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -13,9 +14,10 @@ from engine.models import Event, utc_timestamp
 class FakeStreamer:
     """Stands in for the streamer actor handle: records `publish_many` calls."""
 
-    def __init__(self, latency=0.0, failures=0):
-        self.calls = []  # (arrived, entries)
+    def __init__(self, latency=0.0, failures=0, refuse=None):
+        self.calls = []  # (arrived, entries), payloads decoded
         self.latency, self.failures, self.attempts = latency, failures, 0
+        self.refuse = refuse  # a flow id whose presence makes a call fail (a permanent failure)
         self.publish_many = self
 
     def remote(self, entries):
@@ -28,7 +30,10 @@ class FakeStreamer:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("streamer restarting")
-        self.calls.append((arrived, entries))
+        assert all(isinstance(payload, bytes) for _, _, payload, _ in entries)  # what crosses Ray
+        if any(flow_id == self.refuse for flow_id, _, _, _ in entries):
+            raise ValueError("this entry cannot be taken")
+        self.calls.append((arrived, [(f, u, json.loads(p), final) for f, u, p, final in entries]))
 
     def seqs(self, flow_id):
         return [m["seq"] for _, entries in self.calls for fid, _, ms, _ in entries if fid == flow_id for m in ms]
@@ -108,3 +113,49 @@ async def test_close_returns_even_when_the_streamer_stays_down():
     forwarder(event(1))
     await asyncio.wait_for(forwarder.close(), 10)  # gives up after its attempts, never hangs
     assert streamer.calls == [] and streamer.attempts == 5
+
+
+def nested(depth):
+    value = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("bad_value", ["deep", "circular"])
+async def test_one_unserialisable_flow_in_a_batch_never_costs_the_others_their_events(bad_value, caplog):
+    streamer = FakeStreamer()
+    outbox = EventOutbox(streamer)
+    forwarders = {f"f{i}": outbox.forwarder(f"f{i}", f"ws://b2/f{i}") for i in range(145)}
+    circular = []
+    circular.append(circular)
+    for seq in range(1, 4):
+        for flow_id, forwarder in forwarders.items():
+            if flow_id == "f7" and seq == 2:
+                data = {"outputs": {"x": nested(100_000) if bad_value == "deep" else circular}}
+                forwarder(Event(type="element_completed", flow_id="f7", seq=2, timestamp=utc_timestamp(),
+                                element_id="e", data=data))  # fmt: skip
+            else:
+                forwarder(event(seq, "llm_chunk", flow_id))
+    await asyncio.gather(*(f.close() for f in forwarders.values()))
+    for flow_id in forwarders:
+        assert streamer.seqs(flow_id) == [1, 2, 3] and streamer.finals(flow_id) == [True]
+    [stub] = [
+        m for _, entries in streamer.calls for fid, _, ms, _ in entries if fid == "f7" for m in ms if m["seq"] == 2
+    ]
+    assert stub["type"] == "element_completed" and stub["element_id"] == "e"
+    assert stub["data"]["error"]["error_type"] == "serialization_failed"
+    assert "flow f7: event seq 2 could not be serialised" in caplog.text
+
+
+async def test_an_entry_the_streamer_keeps_refusing_is_dropped_alone():
+    streamer = FakeStreamer(refuse="poison")
+    outbox = EventOutbox(streamer)
+    names = ["a", "poison", "b", "c"]
+    forwarders = {name: outbox.forwarder(name, f"ws://b2/{name}") for name in names}
+    for name, forwarder in forwarders.items():
+        forwarder(event(1, "flow_started", name))
+    await asyncio.wait_for(asyncio.gather(*(f.close() for f in forwarders.values())), 20)
+    for name in ("a", "b", "c"):
+        assert streamer.seqs(name) == [1] and streamer.finals(name) == [True]
+    assert streamer.seqs("poison") == []

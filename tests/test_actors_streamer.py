@@ -11,8 +11,11 @@ import uuid
 
 import pytest
 import ray
+from websockets.asyncio.server import serve
+from websockets.datastructures import Headers
+from websockets.http11 import Response
 
-from actors.streamer import Backend2Streamer, StreamerCore
+from actors.streamer import DELIVERY_FAILED, POLICY_REFUSED, Backend2Streamer, StreamerCore
 from engine.settings import Settings
 
 
@@ -33,6 +36,25 @@ def new_flow(prefix: str) -> str:
 
 def core(**settings) -> StreamerCore:
     return StreamerCore(Settings(_env_file=None, **settings), give_up_after_finish=1.0)
+
+
+class CountingListener:
+    """A TCP listener on 127.0.0.1 that only counts the connections it gets."""
+
+    def __init__(self):
+        self.connections = 0
+
+    async def __aenter__(self):
+        def accepted(reader, writer):
+            self.connections += 1
+            writer.close()
+
+        self.server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
 
 
 @pytest.fixture
@@ -166,6 +188,186 @@ async def test_finished_flows_expire_after_retention(backend2):
         assert await instance.events(flow) is None and await instance.delivery_state(flow) is None
         stats = await instance.stats()
         assert stats["flows"] == 0 and stats["connections"] == 0
+    finally:
+        await instance.close()
+
+
+async def test_one_bad_entry_of_publish_many_never_costs_the_others(streamer, backend2, caplog):
+    a, b, bad = new_flow("iso-a"), new_flow("iso-b"), new_flow("iso-bad")
+    await streamer.publish_many(
+        [
+            (a, backend2.url(f"ws/{a}"), json.dumps(events(a, 1, 3, final=True)).encode(), True),
+            (bad, backend2.url(f"ws/{bad}"), b"[{not json", True),
+            (b, backend2.url(f"ws/{b}"), events(b, 1, 2, final=True), True),
+        ]
+    )
+    await wait_until(lambda: streamer.flows[a].task.done() and streamer.flows[b].task.done())
+    assert seqs(backend2.messages(f"ws/{a}")) == [1, 2, 3] and seqs(backend2.messages(f"ws/{b}")) == [1, 2]
+    assert f"flow {bad}: events not accepted" in caplog.text
+
+
+async def test_an_event_over_the_frame_limit_is_delivered_truncated_and_the_flow_completes(streamer, backend2):
+    flow = new_flow("huge")
+    big = events(flow, 1, 3, final=True)
+    big[1]["data"] = {"outputs": {"blob": "x" * 2_000_000, "note": "kept"}}
+    await streamer.publish(flow, backend2.url(f"ws/{flow}"), big, final=True)
+    received = await asyncio.to_thread(backend2.wait_for_completion, f"ws/{flow}", 10)
+    assert seqs(received) == [1, 2, 3]  # the fake Backend 2 has websockets' default 1 MiB max_size
+    outputs = received[1]["data"]["outputs"]
+    assert outputs["note"] == "kept" and outputs["blob"]["truncated"] and outputs["blob"]["bytes"] == 2_000_002
+    state = await streamer.delivery_state(flow)
+    assert state["truncated"] == 1 and state["reconnects"] == 0
+
+
+async def test_events_are_read_a_page_at_a_time():
+    instance = core(events_page_max_bytes=100_000)
+    flow = new_flow("pages")
+    try:
+        await instance.publish(flow, "ws://127.0.0.1:8265/refused", events(flow, 1, 12_000))
+        assert seqs(await instance.events(flow)) == list(range(1, 501))
+        assert seqs(await instance.events(flow, 11_900, limit=1_000)) == list(range(11_901, 12_001))
+        assert len(await instance.events(flow, 0, limit=10**9)) <= 5_000
+        assert seqs(await instance.events(flow, 0, limit=0)) == [1]
+        instance.flows[flow].log.events[2]["data"] = {"x": "y" * 200_000}  # a page stops at its byte budget
+        instance.flows[flow].log._sizes[2] = 200_012
+        assert seqs(await instance.events(flow, 0, limit=100)) == [1, 2]
+    finally:
+        await instance.close()
+
+
+async def test_refused_destinations_are_never_connected_to(monkeypatch, backend2):
+    async with CountingListener() as listener:
+        urls = [
+            f"ws://0.0.0.0:{listener.port}/x",  # Linux would connect this to loopback
+            f"ws://169.254.169.254:{listener.port}/latest",
+            f"ws://127.0.0.1:{listener.port + 1}/other-port",  # the allowed host on another port
+            f"ws://[::1]:{listener.port}/v6",  # an IP entry allows that address only
+            "ws://127.0.0.1:8265/api/jobs",  # the Ray dashboard
+            f"ws://rebind.test:{listener.port}/",  # allowed by name, resolves to metadata
+        ]
+        instance = core(backend2_allowed_hosts=f"127.0.0.1:{listener.port},rebind.test:{listener.port}")
+        real = asyncio.get_running_loop().getaddrinfo
+
+        async def fake_getaddrinfo(host, *args, **kwargs):
+            if host == "rebind.test":
+                return [(2, 1, 6, "", ("169.254.169.254", listener.port))]
+            return await real(host, *args, **kwargs)
+
+        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", fake_getaddrinfo)
+        try:
+            for index, url in enumerate(urls):
+                await instance.publish(f"refused-{index}", url, events("x", 1, 1))
+            await wait_until(lambda: all(d.task.done() for d in instance.flows.values()), timeout=5)
+            assert listener.connections == 0
+            for flow, delivery in instance.flows.items():
+                state = await instance.delivery_state(flow)
+                assert state["gave_up"] and state["last_error"] == POLICY_REFUSED, flow
+                assert delivery.attempts == 1
+            allowed = new_flow("allowed")
+            await instance.publish(allowed, f"ws://127.0.0.1:{listener.port}/ok", events(allowed, 1, 1))
+            await wait_until(lambda: listener.connections >= 1, timeout=5)  # the control: it does connect
+            assert instance.flows[allowed].last_error == DELIVERY_FAILED  # not a WebSocket server
+        finally:
+            await instance.close()
+
+
+async def test_numeric_spellings_of_loopback_reach_a_local_backend2_by_default(streamer, backend2):
+    flow = new_flow("spelling")
+    url = backend2.url(f"ws/{flow}").replace("127.0.0.1", "2130706433")
+    await streamer.publish(flow, url, events(flow, 1, 2, final=True), final=True)
+    await wait_until(lambda: streamer.flows[flow].task.done(), timeout=5)
+    assert seqs(backend2.messages(f"ws/{flow}")) == [1, 2]
+
+
+async def test_a_redirect_is_never_followed(caplog):
+    caplog.set_level(logging.INFO)
+    async with CountingListener() as listener:
+        location = f"ws://127.0.0.1:{listener.port}/elsewhere?token=secret-in-location"
+
+        def redirect(connection, request):
+            return Response(302, "Found", Headers([("Location", location), ("Content-Length", "0")]))
+
+        async with serve(lambda c: None, "127.0.0.1", 0, process_request=redirect) as server:
+            port = server.sockets[0].getsockname()[1]
+            instance = core(backend2_max_connect_attempts=3)
+            flow = new_flow("redirect")
+            try:
+                await instance.publish(flow, f"ws://127.0.0.1:{port}/ws", events(flow, 1, 1))
+                await wait_until(lambda: instance.flows[flow].task.done(), timeout=10)
+                state = await instance.delivery_state(flow)
+                assert state["gave_up"] and state["connect_attempts"] == 3 and state["last_error"] == DELIVERY_FAILED
+            finally:
+                await instance.close()
+        assert listener.connections == 0
+    assert "secret-in-location" not in caplog.text and f"127.0.0.1:{listener.port}/elsewhere" in caplog.text
+
+
+async def test_retries_are_bounded_and_the_error_is_generic(make_backend2, caplog):
+    caplog.set_level(logging.INFO)
+    instance = core(backend2_max_connect_attempts=4)
+    flow = new_flow("bounded-retries")
+    url = make_backend2(start=False).url(f"ws/{flow}?token=hidden")  # a port that refuses
+    try:
+        await instance.publish(flow, url, events(flow, 1, 2))  # a running flow: no finish deadline
+        await wait_until(lambda: instance.flows[flow].task.done(), timeout=10)
+        state = await instance.delivery_state(flow)
+        assert state["connect_attempts"] == 4 and state["gave_up"] and state["last_error"] == DELIVERY_FAILED
+        await asyncio.sleep(0.5)
+        assert instance.flows[flow].attempts == 4
+        assert "gave up delivering" in caplog.text and "hidden" not in caplog.text
+    finally:
+        await instance.close()
+
+
+async def test_a_slow_backend2_is_cut_off_at_the_retention_deadline(make_backend2):
+    slow = make_backend2(read_delay=0.02)
+    instance = core(event_retention_seconds=1)
+    flow = new_flow("deadline")
+    try:
+        heavy = events(flow, 1, 300, final=True)
+        for message in heavy:  # 15 MB: more than socket buffers hold, ~6 s for this reader
+            message["data"] = {"outputs": {"text": "w" * 50_000}}
+        await instance.publish(flow, slow.url(f"ws/{flow}"), heavy, final=True)
+        task = instance.flows[flow].task
+        await asyncio.sleep(1.0)
+        assert not task.done()  # still delivering to the slow reader
+        instance.expire(time.monotonic())  # (the sweeper may have done it already)
+        assert flow not in instance.flows
+        await wait_until(task.done, timeout=3)
+        assert task.cancelled()
+        await wait_until(lambda: not slow._live, timeout=10)  # the connection is gone (frames in flight may land)
+        received = len(slow.messages(f"ws/{flow}"))
+        await asyncio.sleep(1.0)
+        assert len(slow.messages(f"ws/{flow}")) == received < 300  # nothing more after the cut
+        assert instance.logs.total_bytes == 0
+    finally:
+        await instance.close()
+
+
+async def test_retained_bytes_are_capped_per_flow_and_in_total():
+    instance = core(event_log_max_flow_bytes=64 * 1024, event_log_max_total_bytes=1024 * 1024)
+    refused = "ws://127.0.0.1:8265/x"
+
+    def chunky(flow_id: str, first: int, last: int) -> list[dict]:
+        out = events(flow_id, first, last)
+        for message in out:
+            message["data"] = {"outputs": {"text": "z" * 2_000}}
+        return out
+
+    try:
+        await instance.publish("capped", refused, chunky("capped", 1, 200))
+        state = await instance.delivery_state("capped")
+        page = await instance.events("capped", 0, 5_000)
+        assert state["retained_bytes"] <= 64 * 1024 and state["evicted"] == 200 - len(page)
+        assert page[0]["seq"] == 1 and page[-1]["seq"] == 200
+        big = core(event_log_max_total_bytes=1024 * 1024)
+        try:
+            for name in ("first", "second", "running"):
+                await big.publish(name, refused, chunky(name, 1, 200), final=name != "running")  # ~400 KB each
+            assert big.logs.total_bytes <= 1024 * 1024
+            assert sorted(big.flows) == ["running", "second"]  # the oldest finished log went first
+        finally:
+            await big.close()
     finally:
         await instance.close()
 

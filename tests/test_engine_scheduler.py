@@ -1,4 +1,4 @@
-"""Scheduler semantics (SPEC §4) with test-double elements, no Ray, no network."""
+"""Scheduler semantics with test-double elements, no Ray, no network."""
 
 import asyncio
 import time

@@ -42,11 +42,17 @@ def test_websocket_url_must_be_ws_and_allowed():
     found, _ = problems(body)
     assert "ws:// or wss://" in found[("backend2_ws_url", "error")]
     body["backend2_ws_url"] = "ws://evil.example:80/ws"
-    found, _ = problems(body, Settings(backend2_allowed_hosts="127.0.0.1, backend2"))
-    assert "not in BACKEND2_ALLOWED_HOSTS" in found[("backend2_ws_url", "error")]
+    found, _ = problems(body, Settings(backend2_allowed_hosts="127.0.0.1:9000, backend2:8001"))
+    assert "BACKEND2_ALLOWED_HOSTS" in found[("backend2_ws_url", "error")]
     body["backend2_ws_url"] = "ws://backend2:8001/ws/f"
-    found, _ = problems(body, Settings(backend2_allowed_hosts="127.0.0.1, backend2"))
+    found, _ = problems(body, Settings(backend2_allowed_hosts="127.0.0.1:9000, backend2:8001"))
     assert found == {}
+    body["backend2_ws_url"] = "ws://backend2:8002/ws/f"  # an allowed host on another port
+    found, _ = problems(body, Settings(backend2_allowed_hosts="127.0.0.1:9000, backend2:8001"))
+    assert "BACKEND2_ALLOWED_HOSTS" in found[("backend2_ws_url", "error")]
+    body["backend2_ws_url"] = "ws://127.0.0.1:8265/api"  # the Ray dashboard: never, allow-list or not
+    found, _ = problems(body)
+    assert "BACKEND2_ALLOWED_HOSTS" in found[("backend2_ws_url", "error")]
 
 
 def test_unknown_type_names_the_known_ones():
@@ -136,5 +142,6 @@ def test_a_thousand_element_chain_validates_into_a_plan():
 def test_ten_thousand_element_chain_with_cycle_does_not_recurse_too_deep():
     elements = {f"e{i}": {"type": "test_echo"} for i in range(10_000)}
     connections = [(f"e{i}", f"e{i + 1}") for i in range(9_999)] + [("e9999", "e1")]
-    found, _ = problems(flow(elements, connections, start="e0"))
-    assert found[("flow_definition.connections", "error")].startswith("cycle: e1 → e2")
+    settings = Settings(max_flow_elements=10_000, max_flow_connections=10_000)
+    found, _ = problems(flow(elements, connections, start="e0"), settings)
+    assert found[("flow_definition.connections", "error")] == "cycle: e1 → e2 → e3 → e4 → e5 → … (9,999 elements)"

@@ -1,8 +1,10 @@
 """FlowEventLog and EventLogStore: ordering, replay, delivery bookkeeping, bounds, retention."""
 
+import hashlib
+import json
 import random
 
-from engine.event_log import EventLogStore, FlowEventLog
+from engine.event_log import EventLogStore, FlowEventLog, encode_event, fit_event
 
 
 def msgs(*seqs: int) -> list[dict]:
@@ -98,15 +100,13 @@ def test_too_many_events_waiting_behind_a_gap_skip_it_at_once():
     assert log.skipped == 2 and log.last_seq == 14
 
 
-def test_retention_counts_from_the_end_of_the_flow_once_delivery_ended():
+def test_retention_counts_from_the_end_of_the_flow_whatever_the_delivery_state():
     log = new_log()
-    assert not log.expired(1e9, 10)
+    assert not log.expired(1e9, 10)  # running flows are bounded by size, not time
     log.finish(100.0)
     log.finish(104.0)  # the first end counts
-    assert not log.expired(200.0, 10)  # still delivering
-    log.end_delivery(130.0)
     assert not log.expired(109.9, 10)
-    assert log.expired(110.0, 10)
+    assert log.expired(110.0, 10)  # still delivering: a hard deadline all the same
 
 
 def test_the_store_forgets_expired_logs_and_replaces_a_reused_flow_id():
@@ -121,3 +121,80 @@ def test_the_store_forgets_expired_logs_and_replaces_a_reused_flow_id():
     store.finish("ghost", 10.0)
     assert store.expire(14.0) == [] and len(store) == 2
     assert sorted(store.expire(15.0)) == ["a", "b"] and len(store) == 0
+
+
+def big_event(seq: int, size: int, flow_id: str = "f") -> dict:
+    return {
+        "type": "element_completed",
+        "flow_id": flow_id,
+        "seq": seq,
+        "element_id": "e",
+        "data": {"outputs": {"big": "x" * size, "small": "ok"}, "duration_ms": 1.5},
+    }
+
+
+def test_an_oversized_event_has_its_large_values_replaced_and_fits():
+    event = big_event(3, 2_000_000)
+    fitted, size, truncated = fit_event(event, 512 * 1024, 64 * 1024)
+    assert truncated and size == len(encode_event(fitted)) <= 512 * 1024
+    placeholder = fitted["data"]["outputs"]["big"]
+    encoded_value = json.dumps("x" * 2_000_000)
+    assert placeholder == {
+        "truncated": True,
+        "bytes": len(encoded_value),
+        "sha256": hashlib.sha256(encoded_value.encode()).hexdigest(),
+    }
+    assert fitted["data"]["outputs"]["small"] == "ok" and fitted["seq"] == 3 and fitted["data"]["duration_ms"] == 1.5
+    assert event["data"]["outputs"]["big"] == "x" * 2_000_000  # the caller's event is left alone
+    many = {"seq": 1, "type": "x", "data": {"inputs": {f"k{i}": "y" * 40_000 for i in range(40)}}}
+    fitted, size, _ = fit_event(many, 512 * 1024, 64 * 1024)  # each value under the cap, all of them over
+    assert size <= 512 * 1024 and sum(isinstance(v, dict) for v in fitted["data"]["inputs"].values()) >= 27
+    small = big_event(1, 10)
+    assert fit_event(small, 512 * 1024, 64 * 1024) == (small, len(encode_event(small)), False)
+
+
+def test_a_log_with_an_event_limit_holds_only_events_that_fit():
+    log = new_log(max_event_bytes=64 * 1024, value_max_bytes=4096)
+    log.add([big_event(1, 10), big_event(2, 1_000_000)])
+    assert log.truncated == 1 and all(len(encode_event(e)) <= 64 * 1024 for e in log.events)
+    assert log.retained_bytes == sum(len(encode_event(e)) for e in log.events) < 64 * 1024
+
+
+def test_replay_is_paginated_by_count_and_bytes():
+    log = new_log()
+    log.add(msgs(*range(1, 1001)))
+    assert seqs(log.after(0, limit=500)) == list(range(1, 501))
+    assert seqs(log.after(500, limit=500)) == list(range(501, 1001)) and log.after(1000, limit=500) == []
+    size = len(encode_event(msgs(11)[0]))
+    assert seqs(log.after(10, limit=500, max_bytes=size * 3)) == [11, 12, 13]
+    assert seqs(log.after(10, limit=500, max_bytes=1)) == [11]  # a page never comes back empty
+
+
+def test_a_log_over_its_byte_cap_keeps_first_and_latest_events():
+    log = new_log(max_bytes=100_000)
+    for seq in range(1, 201):
+        log.add([big_event(seq, 2_000)])
+    assert log.retained_bytes <= 100_000 and log.evicted > 0
+    kept = seqs(log.events)
+    assert kept[0] == 1 and kept[-1] == 200 and kept[1:] == list(range(kept[1], 201))
+    assert log.evicted == 200 - len(kept) and log.state()["evicted"] == log.evicted
+    assert log.retained_bytes == sum(len(encode_event(e)) for e in log.events)
+
+
+def test_the_store_total_cap_drops_finished_logs_oldest_and_delivered_first():
+    store = EventLogStore(retention=3600, max_total_bytes=50_000)
+    for name, ended in (("running", None), ("old-delivering", 1.0), ("old-delivered", 2.0), ("new-delivered", 3.0)):
+        log = store.open(name, "ws://x")
+        store.add(log, [big_event(1, 10_000, name)], 0.0)
+        if ended is not None:
+            log.finish(ended)
+            if name.endswith("delivered"):
+                log.end_delivery(ended)
+    assert store.total_bytes > 40_000 and store.over_total() == []
+    store.add(store.get("running"), [big_event(2, 10_000, "running")], 5.0)
+    assert store.over_total() == ["old-delivered"]
+    store.add(store.get("running"), [big_event(3, 30_000, "running")], 6.0)
+    assert store.over_total() == ["new-delivered", "old-delivering"]
+    assert list(store.logs) == ["running"] and store.total_bytes == store.get("running").retained_bytes
+    store.open("running", "ws://y")  # a reused id releases the old log's bytes
+    assert store.total_bytes == 0

@@ -1,8 +1,13 @@
-"""Request guards: optional bearer-token auth, and FastAPI's own 422s in our problem format.
+"""Request guards: optional bearer-token auth naming the caller, and FastAPI's 422s in our format.
 
-Contract: when `API_KEY` is set, every path but `/health` needs `Authorization: Bearer <key>`
-(compared in constant time); otherwise 401 without echoing anything back. Parameter errors
-FastAPI finds (e.g. `after_seq=abc`) answer 422 with the same `problems` list as `/execute`.
+Contract: when `API_KEY` or `API_KEYS` is set, every path but `/health` needs
+`Authorization: Bearer <key>`; otherwise 401 without echoing anything back. The token is
+compared in constant time with every configured key (no early exit that would time which key
+matched a prefix). The request's caller — `request.state.caller` — is the name `API_KEYS`
+gives the key (`API_KEYS=alice:<key>,bob:<key>`), `default` for the shared `API_KEY`, and
+the empty string when auth is off. Flows belong to their caller (see `actors.coordinator`).
+Parameter errors FastAPI finds (e.g. `after_seq=abc`) answer 422 with the same `problems`
+list as `/execute`.
 """
 
 from __future__ import annotations
@@ -28,20 +33,40 @@ class BearerAuth:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
-            expected = get_settings().api_key
-            if expected is not None and not _authorized(scope, expected.get_secret_value()):
+        if scope["type"] == "http":
+            keys = get_settings().caller_keys()
+            caller = _caller(scope, keys) if keys else ""
+            if caller is None and _route(scope) not in OPEN_PATHS:
                 await _reject(send)
                 return
+            scope.setdefault("state", {})["caller"] = caller or ""
         await self.app(scope, receive, send)
 
 
-def _authorized(scope, expected: str) -> bool:
+def _route(scope) -> str:
+    """The path within the app (a deployment under a route prefix sees it in `root_path`)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _bearer_token(scope) -> bytes | None:
     for name, value in scope.get("headers", []):
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
-    return False
+            scheme, _, token = value.partition(b" ")
+            return token.strip() if scheme.lower() == b"bearer" else None
+    return None
+
+
+def _caller(scope, keys: dict[str, str]) -> str | None:
+    """The name of the key the request's bearer token matches, or None."""
+    token = _bearer_token(scope)
+    if token is None:
+        return None
+    found = None
+    for caller, key in keys.items():  # every key compared: the time does not tell which matched
+        if hmac.compare_digest(token, key.encode()):
+            found = caller
+    return found
 
 
 async def _reject(send) -> None:

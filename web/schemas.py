@@ -1,10 +1,19 @@
-"""Response bodies of the HTTP API, as pydantic models so `/docs` shows them."""
+"""Response bodies of the HTTP API, as pydantic models so `/docs` shows them.
+
+Contract: `problems_body(detail, problems)` is the 422 body. It bounds what it is given, as
+`engine.validation.bound_problems` does (at most `MAX_PROBLEMS_CEILING` problems and
+`MAX_PROBLEMS_BYTES` of JSON, each message and path cut and escaped, then `… and N more
+problems`), so no caller can answer an unbounded or control-character-laden 422; lists that
+validation already bounded pass unchanged.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pydantic import BaseModel
+
+from engine.validation import MAX_PROBLEMS_CEILING, Problem, bound_problems
 
 
 class ProblemOut(BaseModel):
@@ -33,6 +42,7 @@ class Problems(BaseModel):
 
 class Health(BaseModel):
     status: str = "healthy"
+    custom_code_isolation: str | None = None  # the sandbox's OS layer; `disabled` with ALLOW_CUSTOM_CODE=false
 
 
 class FlowStatusOut(BaseModel):
@@ -54,4 +64,11 @@ class EventsOut(BaseModel):
 
 
 def problems_body(detail: str, problems: list[dict[str, Any]]) -> dict[str, Any]:
-    return Problems(detail=detail, problems=[ProblemOut(**p) for p in problems]).model_dump()
+    given = [
+        Problem(
+            str(p.get("path", "$")), str(p.get("message", "")), "warning" if p.get("severity") == "warning" else "error"
+        )
+        for p in problems
+    ]
+    bounded = bound_problems(given, MAX_PROBLEMS_CEILING)
+    return Problems(detail=detail, problems=[ProblemOut(**p.as_dict()) for p in bounded]).model_dump()
