@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 from engine.errors import ElementError
-from tests.fixtures.sandbox import LIMITS
+from tests.fixtures.sandbox import LIMITS, isolated_client
 
 CLEAN_ERRORS = {
     "code_error", "forbidden", "memory_limit", "cpu_limit", "recursion_limit", "output_too_large", "timeout",
@@ -83,6 +83,25 @@ async def test_escape_attempt_is_refused(sandbox, tmp_path, name):
     assert "top-secret-canary" not in raised.value.message
     ok = await sandbox.run("outputs = {'alive': True}", {}, **LIMITS)
     assert ok["outputs"] == {"alive": True}
+
+
+async def test_every_attempt_is_refused_with_the_service_running_as_a_non_root_uid(tmp_path, world_dir):
+    """The same attacks with the fork server as the Dockerfile's uid 10001 (root is the fixture above)."""
+    canary, secret = world_dir / "canary.txt", world_dir / "secret.txt"
+    secret.write_text("top-secret-canary")
+    secret.chmod(0o644)
+    client = isolated_client(tmp_path, as_service=True)
+    try:
+        for name, code in attacks(str(canary), str(secret)).items():
+            with pytest.raises(ElementError) as raised:
+                await client.run(code, {}, **{**LIMITS, "cpu_seconds": 1})
+            assert raised.value.error_type in CLEAN_ERRORS, (name, raised.value.message)
+            assert "top-secret-canary" not in raised.value.message, name
+        assert not canary.exists()
+        assert (await client.run("outputs = {'alive': True}", {}, **LIMITS))["outputs"] == {"alive": True}
+    finally:
+        client.terminate()
+        await client.aclose()
 
 
 def test_the_attack_suite_is_large_enough():
