@@ -10,7 +10,7 @@ the scheduler (which cancels element coroutines, Ray tasks and sandbox runs). It
 of its own: elements and `services/` do.
 
 Owners: `submit(body, owner)` records the caller that started the flow (see `web.guards`);
-`status`, `cancel` and `owns` given another owner answer as for an unknown flow (None), so a
+`status` and `cancel` given another owner answer as for an unknown flow (None), so a
 caller never reads, cancels or learns the state of another caller's flow. A flow id held by
 another caller (running, or finished within retention) is refused as `conflict`: ids are
 global (Backend 2 and the event log are keyed by them), so callers should pick random ones.
@@ -206,8 +206,7 @@ class FlowCoordinatorCore:
                 {"flow_id": flow["flow_id"], "status": "failed", "error": error, "elements": {}, "outputs": {},
                  "started_at": None, "finished_at": utc_timestamp(), "duration_ms": None,
                  "last_seq": flow["last_seq"] + 1},
-                flow.get("owner", ""),
-            )  # fmt: skip
+            )  # fmt: skip  # no owner: it lived in the dead incarnation's memory
         return [flow["flow_id"] for flow in orphans]
 
     async def shutdown(self) -> None:

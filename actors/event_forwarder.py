@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 FLUSH_TURNS = 16
 _PUBLISH_ATTEMPTS = 5
-_ENCODE_ERRORS = (Exception,)  # RecursionError, ValueError (circular), TypeError, or a failing __str__
 
 Entry = tuple[str, str, bytes, bool]
 
@@ -51,13 +50,13 @@ def encode_messages(flow_id: str, messages: list[dict[str, Any]]) -> bytes:
     """The flow's messages as a JSON array; an event that cannot be encoded becomes a stub."""
     try:
         return _encode(messages)
-    except _ENCODE_ERRORS:
+    except Exception:  # RecursionError, ValueError (circular), TypeError, or a failing __str__
         pass
     parts = []
     for message in messages:
         try:
             parts.append(_encode(message))
-        except _ENCODE_ERRORS as exc:
+        except Exception as exc:
             stub = _serialization_stub(flow_id, message)
             log.error(
                 "flow %s: event seq %s could not be serialised (%s); sent as serialization_failed",

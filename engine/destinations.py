@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from engine.logging_setup import escape_controls
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_PORTS = {"ws": 80, "wss": 443}
@@ -222,10 +224,6 @@ def _ip(text: str) -> IPAddress | None:
         return None
 
 
-def escape_control(text: str) -> str:
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
 def safe_url(url: str) -> str:
     """`scheme://host:port/path`: no credentials, query or fragment; control characters escaped."""
     try:
@@ -235,9 +233,9 @@ def safe_url(url: str) -> str:
     except ValueError:
         return "<invalid URL>"
     host = f"[{host}]" if ":" in host else host
-    return escape_control(f"{parts.scheme}://{host}{port}{parts.path}")
+    return escape_controls(f"{parts.scheme}://{host}{port}{parts.path}")
 
 
 def redact_text(text: str, limit: int = 300) -> str:
     """A text for a log line: every URL in it reduced by `safe_url`, control characters escaped."""
-    return escape_control(_URL_IN_TEXT.sub(lambda m: safe_url(m.group()), text))[:limit]
+    return escape_controls(_URL_IN_TEXT.sub(lambda m: safe_url(m.group()), text))[:limit]

@@ -67,9 +67,6 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    def allowed_hosts(self) -> frozenset[str]:
-        return frozenset(h.strip().lower() for h in self.backend2_allowed_hosts.split(",") if h.strip())
-
     def caller_keys(self) -> dict[str, str]:
         """Bearer keys by caller name: `API_KEYS` entries, and the shared `API_KEY` as `default`."""
         keys = {}

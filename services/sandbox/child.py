@@ -20,8 +20,6 @@ JSON object no larger than `output_limit` bytes.
 `plan.unrestricted` (tests only: the fork server sets it only when started with
 `SANDBOX_TEST_UNRESTRICTED=1`) lets a request flagged `unrestricted` run plain Python, to test
 the OS layers as if RestrictedPython were broken.
-
-`_isolate` / `_lock_down` are the rlimit-only lock-down of the `restricted-python-only` level.
 """
 
 from __future__ import annotations
@@ -53,33 +51,6 @@ class Plan:
     service_root: bool
     base_address_space: int
     unrestricted: bool = False
-
-
-def _isolate(result_fd: int, devnull: int) -> None:
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    if result_fd != RESULT_FD:
-        os.dup2(result_fd, RESULT_FD)
-    os.closerange(RESULT_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-
-
-def _lock_down(request: dict[str, Any], base_address_space: int) -> None:
-    if os.getuid() == 0:
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
-    memory = base_address_space + int(request["memory_mb"]) * 1024 * 1024
-    cpu = int(request["cpu_seconds"])
-    for limit, value in (
-        (resource.RLIMIT_AS, (memory, memory)),
-        (resource.RLIMIT_CPU, (cpu, cpu + 1)),  # SIGXCPU at the soft limit, SIGKILL one second later
-        (resource.RLIMIT_FSIZE, (0, 0)),
-        (resource.RLIMIT_NOFILE, (RESULT_FD + 1, RESULT_FD + 1)),
-        (resource.RLIMIT_NPROC, (0, 0)),
-        (resource.RLIMIT_CORE, (0, 0)),
-    ):
-        resource.setrlimit(limit, value)
-    sys.setrecursionlimit(int(request.get("recursion_limit", 1000)))
 
 
 def _user_line(exc: BaseException) -> int | None:
