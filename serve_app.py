@@ -21,13 +21,16 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from actors.directory import coordinator_index, ensure_actors, get_streamer
+from actors.directory import ensure_actors
+from actors.names import coordinator_index, get_streamer
 from actors.sandbox import SandboxActorClient
+from engine.contracts import CancelOutcome, RunSnapshot, SubmitOutcome
 from engine.logging_setup import configure_logging
 from engine.models import ExecuteRequest
 from engine.settings import get_settings
 from engine.validation import Validation
 from engine.validation_offload import validate_off_loop
+from runtime.catalog import builtin_registry
 from services.sandbox.isolation import make_undumpable
 from web import guards
 from web.request_body import BodyTooLarge, BodyTooSlow, read_body, refusal
@@ -60,26 +63,28 @@ class FlowExecutorIngress:
     def __init__(self) -> None:
         make_undumpable()  # nothing of this uid (custom code included) may read its environ or memory
         self.settings = get_settings()
+        self.registry = builtin_registry()
         configure_logging(self.settings)
         self.coordinators = ensure_actors(self.settings.coordinator_count)
         self.streamer = get_streamer()
         self.isolation: str | None = None if self.settings.allow_custom_code else "disabled"
-        self._isolation_query: asyncio.Future | None = None
+        self._isolation_query: asyncio.Future[None] | None = None
 
     def _coordinator(self, flow_id: str) -> Any:
         return self.coordinators[coordinator_index(flow_id, len(self.coordinators))]
 
-    async def _validated(self, request: Request) -> tuple[bytes, Validation] | JSONResponse:
-        """The body and its validation when within the size and time limits and valid, else the refusal."""
+    async def _validated(self, request: Request) -> tuple[bytes, ExecuteRequest, Validation] | JSONResponse:
+        """The body, the request and its validation when within the size and time limits and
+        valid, else the refusal."""
         try:
             body = await read_body(request, self.settings.max_request_bytes, self.settings.request_body_timeout_seconds)
         except (BodyTooLarge, BodyTooSlow) as exc:
             return refusal(exc)
-        validation = await validate_off_loop(body, self.settings)
-        if not validation.ok:
+        validation = await validate_off_loop(body, self.settings, self.registry)
+        if not validation.ok or validation.request is None:
             problems = [p.as_dict() for p in validation.problems]
             return JSONResponse(problems_body("the flow is invalid; nothing was started", problems), 422)
-        return body, validation
+        return body, validation.request, validation
 
     @api.post(
         "/execute",
@@ -91,9 +96,9 @@ class FlowExecutorIngress:
         checked = await self._validated(request)
         if isinstance(checked, JSONResponse):
             return checked
-        body, validation = checked
-        flow_id = validation.request.flow_id
-        answer = await self._coordinator(flow_id).submit.remote(body, _caller(request))  # raw bytes: cheapest to ship
+        body, execute_request, _validation = checked
+        flow_id = execute_request.flow_id
+        answer: SubmitOutcome = await self._coordinator(flow_id).submit.remote(body, _caller(request))  # raw bytes
         if answer["outcome"] == "conflict":
             return JSONResponse({"detail": f"flow id '{flow_id}' is in use (running, or another caller's)"}, 409)
         if answer["outcome"] == "invalid":
@@ -111,8 +116,9 @@ class FlowExecutorIngress:
         checked = await self._validated(request)
         if isinstance(checked, JSONResponse):
             return checked
-        warnings = [p.as_dict() for p in checked[1].warnings]
-        return Validated(flow_id=checked[1].request.flow_id, warnings=warnings)
+        _body, execute_request, validation = checked
+        warnings = [p.as_dict() for p in validation.warnings]
+        return Validated(flow_id=execute_request.flow_id, warnings=warnings)
 
     @api.get("/health", response_model=Health)
     async def health(self) -> Health:
@@ -134,11 +140,11 @@ class FlowExecutorIngress:
 
     @api.get("/flows/{flow_id}", response_model=FlowStatusOut, responses={404: {}})
     async def flow_status(self, flow_id: str, request: Request) -> Any:
-        status = await self._coordinator(flow_id).status.remote(flow_id, _caller(request))
-        if status is None:
+        snapshot: RunSnapshot | None = await self._coordinator(flow_id).status.remote(flow_id, _caller(request))
+        if snapshot is None:
             return _not_found(flow_id)
-        status["delivery"] = await self.streamer.delivery_state.remote(flow_id)
-        return status
+        delivery = await self.streamer.delivery_state.remote(flow_id)
+        return FlowStatusOut(**snapshot, delivery=delivery)
 
     @api.get("/flows/{flow_id}/events", response_model=EventsOut, responses={404: {}})
     async def flow_events(
@@ -155,14 +161,12 @@ class FlowExecutorIngress:
 
     @api.post("/flows/{flow_id}/cancel", response_model=FlowStatusOut, responses={404: {}, 409: {}})
     async def cancel(self, flow_id: str, request: Request) -> Any:
-        coordinator = self._coordinator(flow_id)
-        owner = _caller(request)
-        was_running = await coordinator.status.remote(flow_id, owner)
-        if was_running is None:
+        answer: CancelOutcome = await self._coordinator(flow_id).cancel.remote(flow_id, owner=_caller(request))
+        if answer["outcome"] == "unknown":
             return _not_found(flow_id)
-        if was_running["status"] != "running":
-            return JSONResponse({"detail": f"flow '{flow_id}' is not running", "status": was_running}, 409)
-        return await coordinator.cancel.remote(flow_id, owner=owner)
+        if answer["outcome"] == "not_running":
+            return JSONResponse({"detail": f"flow '{flow_id}' is not running", "status": answer["snapshot"]}, 409)
+        return answer["snapshot"]
 
 
 app = FlowExecutorIngress.bind()

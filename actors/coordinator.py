@@ -1,12 +1,14 @@
 """FlowCoordinator: the thin Ray shell around the scheduler — orchestration only.
 
 Contract: one async actor runs many flows concurrently (the pool is sized by
-`COORDINATOR_COUNT`; flows are assigned by flow id, see `actors.directory`). `submit(body)`
+`COORDINATOR_COUNT`; flows are assigned by flow id, see `actors.names`). `submit(body)`
 validates with the same function as the ingress, refuses a flow id that is already running
 (`conflict`), otherwise starts the run as an asyncio task and returns at once. Events go to
 the streamer through the coordinator's `EventOutbox`, batched across its flows. `status` answers for running flows and for finished
-ones until `EVENT_RETENTION_SECONDS` after they ended; `cancel` reaches running work through
-the scheduler (which cancels element coroutines, Ray tasks and sandbox runs). It does no I/O
+ones until `EVENT_RETENTION_SECONDS` after they ended; `cancel` checks and acts in one call
+(`unknown`, `not_running` with the snapshot, or `cancelled` once it has taken effect) and
+reaches running work through the scheduler (which cancels element coroutines, Ray tasks and
+sandbox runs). Answers are the shapes of `engine.contracts`. It does no I/O
 of its own: elements and `services/` do.
 
 Owners: `submit(body, owner)` records the caller that started the flow (see `web.guards`);
@@ -28,16 +30,20 @@ from typing import Any
 import ray
 
 from actors import metrics
-from actors.directory import coordinator_index, get_streamer
 from actors.event_forwarder import EventForwarder, EventOutbox
+from actors.names import coordinator_index, get_streamer
 from actors.placement import RayInvoker
+from actors.sandbox import SandboxActorClient
 from actors.usage import MemoryReclaimer, process_usage
+from engine.contracts import CancelOutcome, ErrorInfo, RunSnapshot, SubmitOutcome
 from engine.events import Redactor
 from engine.logging_setup import configure_logging
 from engine.models import Event, utc_timestamp
+from engine.registry import ElementRegistry
 from engine.scheduler import FlowRun
 from engine.settings import get_settings
 from engine.validation_offload import validate_off_loop
+from runtime.catalog import builtin_registry
 from services.hub import ServiceHub
 from services.sandbox.isolation import make_undumpable
 
@@ -47,7 +53,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class _ActiveFlow:
     run: FlowRun
-    task: asyncio.Task
+    task: asyncio.Task[None]
     url: str
     owner: str = ""
 
@@ -55,15 +61,18 @@ class _ActiveFlow:
 @dataclass(frozen=True)
 class _FinishedFlow:
     ended: float
-    snapshot: dict[str, Any]
+    snapshot: RunSnapshot
     owner: str = ""
 
 
 class FlowCoordinatorCore:
-    def __init__(self, index: int, count: int, streamer: Any, services: ServiceHub):
+    def __init__(
+        self, index: int, count: int, streamer: Any, services: ServiceHub, registry: ElementRegistry | None = None
+    ):
         self.index = index
         self.count = count
         self.settings = services.settings
+        self.registry = registry or builtin_registry()
         self.streamer = streamer
         self.outbox = EventOutbox(streamer)
         self.services = services
@@ -73,7 +82,7 @@ class FlowCoordinatorCore:
         self.finished: collections.OrderedDict[str, _FinishedFlow] = collections.OrderedDict()
         self.completed_count = 0
         self.memory = MemoryReclaimer()
-        self._recovery: asyncio.Task | None = None
+        self._recovery: asyncio.Task[list[str]] | None = None
 
     async def _recover_once(self) -> None:
         """The first call after a (re)start closes flows a crashed incarnation left open."""
@@ -84,11 +93,11 @@ class FlowCoordinatorCore:
         except Exception:
             log.exception("coordinator %d: closing orphaned flows failed", self.index)
 
-    async def submit(self, body: bytes | dict[str, Any], owner: str = "") -> dict[str, Any]:
+    async def submit(self, body: bytes | dict[str, Any], owner: str = "") -> SubmitOutcome:
         """Start a flow from an `/execute` body (JSON bytes or parsed) for `owner`: `started`,
         `conflict` (its flow id is running here, or held by another owner) or `invalid`."""
         await self._recover_once()
-        validation = await validate_off_loop(body, self.settings)
+        validation = await validate_off_loop(body, self.settings, self.registry)
         if not validation.ok:
             return {"outcome": "invalid", "problems": [p.as_dict() for p in validation.problems]}
         request, plan = validation.request, validation.plan
@@ -143,7 +152,7 @@ class FlowCoordinatorCore:
             expired += 1
         self.memory.released(expired, idle=not self.active and not self.finished)
 
-    async def status(self, flow_id: str, owner: str | None = None) -> dict[str, Any] | None:
+    async def status(self, flow_id: str, owner: str | None = None) -> RunSnapshot | None:
         """The flow's snapshot; None if unknown, expired, or not `owner`'s (None: any owner)."""
         await self._recover_once()
         self._expire()
@@ -155,15 +164,17 @@ class FlowCoordinatorCore:
 
     async def cancel(
         self, flow_id: str, reason: str = "cancelled by request", owner: str | None = None
-    ) -> dict[str, Any] | None:
-        """None if the flow is unknown (or not `owner`'s); else its status once the cancellation
-        has taken effect."""
+    ) -> CancelOutcome:
+        """Check and act at once: `unknown` (or not `owner`'s), `not_running` (ended, or already
+        being cancelled) with its status, or `cancelled` with its status once that took effect."""
         active = self.active.get(flow_id)
         if active is None or owner not in (None, active.owner):
-            return await self.status(flow_id, owner)
-        active.run.cancel(reason)
+            snapshot = await self.status(flow_id, owner)
+            return {"outcome": "unknown"} if snapshot is None else {"outcome": "not_running", "snapshot": snapshot}
+        if not active.run.cancel(reason):
+            return {"outcome": "not_running", "snapshot": active.run.snapshot()}
         await asyncio.wait({active.task}, timeout=5)
-        return await self.status(flow_id)
+        return {"outcome": "cancelled", "snapshot": await self.status(flow_id) or active.run.snapshot()}
 
     async def stats(self) -> dict[str, Any]:
         await self._recover_once()
@@ -189,7 +200,7 @@ class FlowCoordinatorCore:
             if coordinator_index(flow["flow_id"], self.count) == self.index and flow["flow_id"] not in self.active
         ]
         for flow in orphans:
-            error = {
+            error: ErrorInfo = {
                 "error_type": "coordinator_failed",
                 "message": "the coordinator running this flow stopped unexpectedly; the flow was abandoned",
             }
@@ -201,12 +212,20 @@ class FlowCoordinatorCore:
                 data={"status": "failed", "outputs": {}, "error": error, "duration_ms": None},
             )
             await self.streamer.publish.remote(flow["flow_id"], flow["url"], [event.to_message()], True)
+            snapshot: RunSnapshot = {
+                "flow_id": flow["flow_id"],
+                "status": "failed",
+                "started_at": None,
+                "finished_at": utc_timestamp(),
+                "duration_ms": None,
+                "elements": {},
+                "outputs": {},
+                "error": error,
+                "last_seq": flow["last_seq"] + 1,
+            }
             self.finished[flow["flow_id"]] = _FinishedFlow(
-                time.monotonic(),
-                {"flow_id": flow["flow_id"], "status": "failed", "error": error, "elements": {}, "outputs": {},
-                 "started_at": None, "finished_at": utc_timestamp(), "duration_ms": None,
-                 "last_seq": flow["last_seq"] + 1},
-            )  # fmt: skip  # no owner: it lived in the dead incarnation's memory
+                time.monotonic(), snapshot
+            )  # no owner: it was in the dead incarnation's memory
         return [flow["flow_id"] for flow in orphans]
 
     async def shutdown(self) -> None:
@@ -216,20 +235,11 @@ class FlowCoordinatorCore:
         await self.services.aclose()
 
 
-def _service_overrides(settings: Any) -> dict[str, Any]:
-    """Under Ray, custom code runs in the sandbox actor, not in a fork server of this process."""
-    try:
-        from actors.sandbox import sandbox_client_for_ray
-    except ImportError:  # no sandbox actor in this build: custom_code uses the in-process service
-        return {}
-    return {"sandbox": sandbox_client_for_ray(settings)}
-
-
 @ray.remote
 class FlowCoordinator(FlowCoordinatorCore):
     def __init__(self, index: int, count: int):
         make_undumpable()  # nothing of this uid (custom code included) may read its environ or memory
         settings = get_settings()
         configure_logging(settings)
-        services = ServiceHub(settings, overrides=_service_overrides(settings))
+        services = ServiceHub(settings, sandbox=SandboxActorClient(settings))  # custom code runs in the sandbox actor
         super().__init__(index, count, get_streamer(), services)

@@ -18,12 +18,12 @@ from typing import Any
 
 import ray
 
-from elements.base import ElementBase, ElementContext, ElementResult, Placement
+from engine.element import AnyElement, ElementContext, ElementResult, Placement
 from engine.scheduler import as_result
 
 
 @ray.remote(num_cpus=1, max_retries=0)
-def run_element_task(element: ElementBase, inputs: dict[str, Any], flow_id: str, element_id: str) -> ElementResult:
+def run_element_task(element: AnyElement, inputs: dict[str, Any], flow_id: str, element_id: str) -> ElementResult:
     """A CPU-heavy element in a Ray worker of its own (no chunk streaming from here)."""
     from engine.settings import get_settings
     from services.hub import ServiceHub
@@ -34,7 +34,7 @@ def run_element_task(element: ElementBase, inputs: dict[str, Any], flow_id: str,
 
 
 class RayInvoker:
-    async def invoke(self, element: ElementBase, inputs: dict[str, Any], ctx: ElementContext) -> ElementResult:
+    async def invoke(self, element: AnyElement, inputs: dict[str, Any], ctx: ElementContext) -> ElementResult:
         if element.placement is not Placement.TASK:
             return as_result(await element.execute(inputs, ctx))
         ref = run_element_task.options(name=f"{ctx.flow_id}/{ctx.element_id}").remote(

@@ -14,7 +14,8 @@ Contract:
   coroutine cancels the actor task (`ray.cancel`), whose cancellation kills the child.
 - `isolation()` is the OS isolation level of its fork server (`namespaces+seccomp`,
   `landlock+seccomp`, `restricted-python-only` or `none`), which `GET /health` reports.
-- `sandbox_client_for_ray(settings)` is what the coordinator puts in its `ServiceHub` overrides.
+- `SandboxActorClient(settings)` is the `engine.ports.CodeRunner` the coordinator gives its
+  `ServiceHub`.
 """
 
 from __future__ import annotations
@@ -25,13 +26,11 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from actors.directory import _ACTOR_OPTIONS
+from actors.names import ACTOR_OPTIONS, SANDBOX_NAME
 from engine.errors import ElementError
 from engine.settings import Settings
 from services.sandbox.client import SandboxClient, SandboxError
 from services.sandbox.isolation import make_undumpable
-
-SANDBOX_NAME = "custom-code-sandbox"
 
 
 @ray.remote
@@ -55,7 +54,7 @@ class SandboxActor:
 
 
 def actor_options(settings: Settings, name: str = SANDBOX_NAME) -> dict[str, Any]:
-    options: dict[str, Any] = {"name": name, **_ACTOR_OPTIONS}  # namespace, detached, num_cpus=0, …
+    options: dict[str, Any] = {"name": name, **ACTOR_OPTIONS}  # namespace, detached, num_cpus=0, …
     if settings.sandbox_resource:
         options["resources"] = {settings.sandbox_resource: 0.01}
     return options
@@ -80,8 +79,17 @@ class SandboxActorClient:
         return self._actor
 
     async def run(
-        self, code: str, inputs: dict[str, Any], *, label: str = "", **limits: Any
-    ) -> dict[str, Any]:  # limits: memory_mb, cpu_seconds, timeout (+ output_limit, print_limit)
+        self,
+        code: str,
+        inputs: dict[str, Any],
+        *,
+        memory_mb: int,
+        cpu_seconds: int,
+        timeout: float,
+        label: str = "",
+        **more_limits: Any,  # output_limit, print_limit (tests)
+    ) -> dict[str, Any]:
+        limits = {"memory_mb": memory_mb, "cpu_seconds": cpu_seconds, "timeout": timeout, **more_limits}
         method = self.actor.run.options(name=label) if label else self.actor.run
         ref = method.remote(code, inputs, {**limits, "label": label})  # the label's flow id: fair slots
         try:
@@ -95,7 +103,3 @@ class SandboxActorClient:
             raise SandboxError(
                 f"the sandbox actor is unavailable: {error}", error_type="sandbox_unavailable", transient=True
             ) from None
-
-
-def sandbox_client_for_ray(settings: Settings) -> SandboxActorClient:
-    return SandboxActorClient(settings)

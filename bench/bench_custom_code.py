@@ -24,8 +24,8 @@ import statistics
 import time
 from typing import Any
 
-from elements.base import ElementContext
 from elements.custom_code import CustomCodeConfig, CustomCodeElement
+from engine.element import ElementContext
 from engine.models import ElementDefinition
 from engine.settings import Settings
 from services.hub import ServiceHub
@@ -44,7 +44,7 @@ def _percentile(samples: list[float], pct: float) -> float:
 
 async def _measure(name: str, sandbox: Any, runs: int) -> None:
     settings = Settings(_env_file=None)
-    ctx = ElementContext("bench", "code", settings, ServiceHub(settings, overrides={"sandbox": sandbox}))
+    ctx = ElementContext("bench", "code", settings, ServiceHub(settings, sandbox=sandbox))
     element = _element()
     for n in range(10):  # warm-up
         await element.execute({"n": n}, ctx)

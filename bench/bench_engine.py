@@ -15,7 +15,7 @@ import statistics
 import time
 from typing import Any
 
-import bench.noop_element  # noqa: F401 — registers bench_noop
+from bench.noop_element import BENCH_REGISTRY
 from engine.scheduler import FlowRun
 from engine.settings import Settings
 from engine.validation import validate_request
@@ -50,7 +50,7 @@ def fan(n: int) -> dict[str, Any]:
 
 
 async def engine_per_element_ms(body: dict[str, Any], n: int, rounds: int) -> float:
-    plan = validate_request(body, SETTINGS).plan
+    plan = validate_request(body, SETTINGS, BENCH_REGISTRY).plan
     hub = ServiceHub(SETTINGS)
     samples = []
     for _ in range(rounds):
@@ -109,11 +109,11 @@ async def langgraph_per_element_ms(shape: str, n: int, rounds: int) -> float | N
 
 def validation_ms(n: int) -> float:
     body = json.dumps(chain(n))
-    validate_request(body, SETTINGS)
+    validate_request(body, SETTINGS, BENCH_REGISTRY)
     samples = []
     for _ in range(20):
         t0 = time.perf_counter()
-        validate_request(body, SETTINGS)
+        validate_request(body, SETTINGS, BENCH_REGISTRY)
         samples.append((time.perf_counter() - t0) * 1000)
     return statistics.median(samples)
 

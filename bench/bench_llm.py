@@ -21,7 +21,9 @@ import statistics
 import time
 from typing import Any
 
-from services.bedrock import BedrockService, ConverseRequest, build_conversation
+from engine.conversation import build_conversation
+from engine.llm import ConverseRequest
+from services.bedrock import BedrockService
 from tests.fakes.bedrock_server import FakeBedrock
 from tests.fixtures.bedrock import fake_bedrock_settings
 

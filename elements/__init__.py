@@ -1,9 +1,3 @@
-"""Element types. Importing this package imports every module in it, so each `@register`
-class in a module here is a known type: adding a type is one new class and its `@register`."""
-
-import importlib
-import pkgutil
-
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in {"base", "registry"}:
-        importlib.import_module(f"{__name__}.{_module.name}")
+"""The built-in element types, one class per type on `engine.element.ElementBase`. Importing
+this package imports nothing; `runtime.catalog` finds every element class in its modules, so
+adding a type is one new class in a module here."""

@@ -14,8 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from elements.aptos_values import check_function_id, invalid, parse_address, parse_type_tag
-from elements.base import ElementBase, ElementContext, Placement
-from elements.registry import register
+from engine.element import ElementBase, ElementContext, Placement
 
 APT = "0x1::aptos_coin::AptosCoin"
 
@@ -48,10 +47,8 @@ class AptosReadConfig(BaseModel):
         return self
 
 
-@register
-class AptosReadElement(ElementBase):
+class AptosReadElement(ElementBase[AptosReadConfig]):
     type_name = "aptos_read"
-    Config = AptosReadConfig
     placement = Placement.IO
 
     def _address(self, inputs: dict[str, Any]) -> Any:

@@ -28,8 +28,7 @@ from elements.aptos_values import (
     readable,
     typed_argument,
 )
-from elements.base import ElementBase, ElementContext, Placement
-from elements.registry import register
+from engine.element import ElementBase, ElementContext, Placement
 from engine.errors import ElementError, TransientError
 
 
@@ -73,10 +72,8 @@ class AptosTransactionConfig(BaseModel):
         return tags
 
 
-@register
-class AptosTransactionElement(ElementBase):
+class AptosTransactionElement(ElementBase[AptosTransactionConfig]):
     type_name = "aptos_transaction"
-    Config = AptosTransactionConfig
     placement = Placement.IO
 
     def _arguments(self, inputs: dict[str, Any]) -> tuple[list[Any], list[Any]]:

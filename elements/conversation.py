@@ -13,8 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from elements.base import ElementBase, ElementContext
-from elements.registry import register
+from engine.element import ElementBase, ElementContext
 from engine.errors import InputValidationError
 
 
@@ -25,10 +24,8 @@ class ChatInputConfig(BaseModel):
     default: str | None = None
 
 
-@register
-class ChatInputElement(ElementBase):
+class ChatInputElement(ElementBase[ChatInputConfig]):
     type_name = "chat_input"
-    Config = ChatInputConfig
     fixed_outputs = frozenset({"message"})
 
     async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
@@ -60,10 +57,8 @@ class ContextHistoryConfig(BaseModel):
     max_messages: int = Field(default=20, ge=1, le=10_000)
 
 
-@register
-class ContextHistoryElement(ElementBase):
+class ContextHistoryElement(ElementBase[ContextHistoryConfig]):
     type_name = "context_history"
-    Config = ContextHistoryConfig
     fixed_outputs = frozenset({"history", "history_text"})
 
     async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:

@@ -6,7 +6,7 @@ errors with their line (problem at `…elements.<id>.code`) before the flow star
 `memory_mb` / `cpu_seconds` default to and are capped by `CUSTOM_CODE_MAX_MEMORY_MB` /
 `CUSTOM_CODE_MAX_CPU_SECONDS`; `timeout_seconds` is the wall clock (default: CPU seconds + 5).
 Outputs are the dict `main` returns, plus `printed` when the code printed something. Runs go
-through `ctx.service("sandbox")` (in-process fork server, or the sandbox actor under Ray);
+through `ctx.services.sandbox` (in-process fork server, or the sandbox actor under Ray);
 cancelling the element kills its process at once. Inputs nested more than
 `engine.limits.MAX_VALUE_DEPTH` deep are refused here (`input_invalid`) before they go anywhere;
 the sandbox client adds `input_too_large` (a request over its 64 MB frame) and `output_invalid`
@@ -19,11 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from elements.base import ElementBase, ElementContext, Placement
-from elements.registry import register
+from engine.element import ElementBase, ElementContext, Placement
 from engine.errors import InputValidationError
 from engine.limits import MAX_VALUE_DEPTH, depth_exceeds
-from engine.models import ElementDefinition
 from engine.settings import Settings
 from services.sandbox.policy import check_user_code
 
@@ -39,18 +37,14 @@ class CustomCodeConfig(BaseModel):
     cpu_seconds: int | None = Field(default=None, ge=1)
 
 
-@register
-class CustomCodeElement(ElementBase):
+class CustomCodeElement(ElementBase[CustomCodeConfig]):
     type_name = "custom_code"
-    Config = CustomCodeConfig
     placement = Placement.SANDBOX
 
-    @classmethod
-    def check(cls, definition: ElementDefinition, config: BaseModel, settings: Settings) -> list[tuple[str, str]]:
+    def check(self, settings: Settings) -> list[tuple[str, str]]:
         if not settings.allow_custom_code:
             return [("type", DISABLED)]
-        assert isinstance(config, CustomCodeConfig)
-        problem = check_user_code(config.code)
+        problem = check_user_code(self.config.code)
         if problem is None:
             return []
         message, line = problem
@@ -58,7 +52,7 @@ class CustomCodeElement(ElementBase):
         return [("code", f"does not compile: {message}{where}")]
 
     def limits(self, settings: Settings) -> dict[str, Any]:
-        config: CustomCodeConfig = self.config  # type: ignore[assignment]
+        config = self.config
         memory = min(config.memory_mb or settings.custom_code_max_memory_mb, settings.custom_code_max_memory_mb)
         cpu = min(config.cpu_seconds or settings.custom_code_max_cpu_seconds, settings.custom_code_max_cpu_seconds)
         timeout = config.timeout_seconds if config.timeout_seconds is not None else cpu + 5.0
@@ -69,8 +63,14 @@ class CustomCodeElement(ElementBase):
             raise InputValidationError(
                 f"the inputs of custom code are nested more than {MAX_VALUE_DEPTH} levels deep; flatten them first"
             )
-        result = await ctx.service("sandbox").run(
-            self.config.code, inputs, label=f"{ctx.flow_id}/{ctx.element_id}", **self.limits(ctx.settings)
+        limits = self.limits(ctx.settings)
+        result = await ctx.services.sandbox.run(
+            self.config.code,
+            inputs,
+            memory_mb=limits["memory_mb"],
+            cpu_seconds=limits["cpu_seconds"],
+            timeout=limits["timeout"],
+            label=f"{ctx.flow_id}/{ctx.element_id}",
         )
         outputs = dict(result["outputs"])
         if result.get("printed"):

@@ -17,9 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from elements.base import ElementBase, ElementContext
 from elements.paths import PathMissing, parse_path, resolve
-from elements.registry import register
+from engine.element import ElementBase, ElementContext
 from engine.errors import ElementError
 
 _MISSING = object()
@@ -31,10 +30,8 @@ class DataBlockConfig(BaseModel):
     data: Any = None
 
 
-@register
-class DataBlockElement(ElementBase):
+class DataBlockElement(ElementBase[DataBlockConfig]):
     type_name = "data_block"
-    Config = DataBlockConfig
 
     async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
         data = self.config.data
@@ -55,10 +52,8 @@ class SelectorConfig(BaseModel):
         return path
 
 
-@register
-class SelectorElement(ElementBase):
+class SelectorElement(ElementBase[SelectorConfig]):
     type_name = "selector"
-    Config = SelectorConfig
     fixed_outputs = frozenset({"value"})
 
     async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
@@ -81,10 +76,8 @@ class MergerConfig(BaseModel):
     separator: str = ""
 
 
-@register
-class MergerElement(ElementBase):
+class MergerElement(ElementBase[MergerConfig]):
     type_name = "merger"
-    Config = MergerConfig
     fixed_outputs = frozenset({"merged"})
 
     def _ordered(self, inputs: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -11,21 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from elements.base import ElementBase, ElementContext
-from elements.registry import register
+from engine.element import ElementBase, ElementContext, NoConfig
 
 
-@register
-class StartElement(ElementBase):
+class StartElement(ElementBase[NoConfig]):
     type_name = "start"
 
     async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
         return dict(inputs)
 
 
-@register
-class EndElement(ElementBase):
+class EndElement(ElementBase[NoConfig]):
     type_name = "end"
+    is_output = True
 
     async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
         in_names = list(self.definition.input_schema) or list(inputs)

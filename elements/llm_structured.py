@@ -19,16 +19,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from elements.base import ElementBase, ElementContext, Placement
 from elements.llm_text import LlmConfig, check_prompt_config, converse_request
-from elements.registry import register
+from engine.element import ElementBase, ElementContext, Placement
 from engine.errors import OutputValidationError
-from engine.models import ElementDefinition, PortSpec
+from engine.llm import ToolReply, ToolSpec
+from engine.models import PortSpec
 from engine.port_check import check_ports
 from engine.settings import Settings
-from services.bedrock import BedrockService, ToolReply, ToolSpec
 
 _TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 
@@ -83,26 +82,22 @@ def repair_messages(messages: list[dict[str, Any]], reply: ToolReply, problems: 
     return [*messages, {"role": "assistant", "content": reply.content}, turn]
 
 
-@register
-class LlmStructuredElement(ElementBase):
+class LlmStructuredElement(ElementBase[LlmStructuredConfig]):
     """Forced tool use on Bedrock; outputs the validated tool input's fields."""
 
     type_name = "llm_structured"
-    Config = LlmStructuredConfig
     placement = Placement.IO
 
-    @classmethod
-    def check(cls, definition: ElementDefinition, config: BaseModel, settings: Settings) -> list[tuple[str, str]]:
-        assert isinstance(config, LlmStructuredConfig)
-        problems = check_prompt_config(config)
-        if not definition.output_schema:
+    def check(self, settings: Settings) -> list[tuple[str, str]]:
+        problems = check_prompt_config(self.config)
+        if not self.definition.output_schema:
             problems.append(("output_schema", "llm_structured needs an output_schema with at least one field"))
         return problems
 
     async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
         schema = self.definition.output_schema
         tool = ToolSpec(self.config.tool_name, self.config.tool_description, tool_input_schema(schema))
-        service: BedrockService = ctx.service("bedrock")
+        service = ctx.services.bedrock
         request = converse_request(self.config, inputs, ctx.settings)
         reply = await service.converse_tool(request, tool)
         problems = output_problems(reply, schema)

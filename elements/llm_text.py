@@ -24,12 +24,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from elements.base import ElementBase, ElementContext, Placement
-from elements.registry import register
+from engine.conversation import build_conversation
+from engine.element import ElementBase, ElementContext, Placement
 from engine.errors import ElementError
-from engine.models import ElementDefinition
+from engine.llm import ConverseRequest, InferenceParams
 from engine.settings import Settings
-from services.bedrock import BedrockService, ConverseRequest, InferenceParams, build_conversation
 
 _FORMATTER = string.Formatter()
 _PLACEHOLDER_HINT = "placeholders are plain input names such as {prompt}; write {{ and }} for literal braces"
@@ -124,23 +123,18 @@ def converse_request(config: LlmConfig, inputs: dict[str, Any], settings: Settin
     return ConverseRequest(model_id=model_id, messages=messages, system=system, inference=config.inference())
 
 
-@register
-class LlmTextElement(ElementBase):
+class LlmTextElement(ElementBase[LlmConfig]):
     """Streams a Bedrock completion; each delta becomes an `llm_chunk` event."""
 
     type_name = "llm_text"
-    Config = LlmConfig
     placement = Placement.IO
     streams = True
     fixed_outputs = frozenset({"llm_output", "usage", "stop_reason"})
 
-    @classmethod
-    def check(cls, definition: ElementDefinition, config: BaseModel, settings: Settings) -> list[tuple[str, str]]:
-        assert isinstance(config, LlmConfig)
-        return check_prompt_config(config)
+    def check(self, settings: Settings) -> list[tuple[str, str]]:
+        return check_prompt_config(self.config)
 
     async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
         request = converse_request(self.config, inputs, ctx.settings)
-        service: BedrockService = ctx.service("bedrock")
-        end = await service.generate_text(request, ctx.emit_chunk)
+        end = await ctx.services.bedrock.generate_text(request, ctx.emit_chunk)
         return {"llm_output": end.text, "usage": end.usage, "stop_reason": end.stop_reason}

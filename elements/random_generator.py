@@ -11,8 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from elements.base import ElementBase, ElementContext
-from elements.registry import register
+from engine.element import ElementBase, ElementContext
 
 
 def _is_whole(number: int | float) -> bool:
@@ -41,10 +40,8 @@ class RandomConfig(BaseModel):
         return self
 
 
-@register
-class RandomGeneratorElement(ElementBase):
+class RandomGeneratorElement(ElementBase[RandomConfig]):
     type_name = "random_generator"
-    Config = RandomConfig
     fixed_outputs = frozenset({"value"})
 
     async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:

@@ -14,9 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from elements.base import ElementBase, ElementContext, ElementResult
 from elements.conditions import Condition
-from elements.registry import register
+from engine.element import ElementBase, ElementContext, ElementResult
 
 DEFAULT_BRANCH = "default"
 
@@ -50,10 +49,8 @@ class CaseConfig(BaseModel):
         return cases
 
 
-@register
-class CaseElement(ElementBase):
+class CaseElement(ElementBase[CaseConfig]):
     type_name = "case"
-    Config = CaseConfig
     routes = True
 
     def branch_ports(self) -> frozenset[str]:
@@ -72,10 +69,8 @@ class FlowSelectConfig(BaseModel):
     selection: str | None = None
 
 
-@register
-class FlowSelectElement(ElementBase):
+class FlowSelectElement(ElementBase[FlowSelectConfig]):
     type_name = "flow_select"
-    Config = FlowSelectConfig
     routes = True
 
     def branch_ports(self) -> frozenset[str]:

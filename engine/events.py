@@ -14,8 +14,18 @@ them within `MAX_VALUE_DEPTH`, half of that, so their data is never cut).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
+from engine.contracts import (
+    ElementCompletedData,
+    ElementErrorData,
+    ElementSkippedData,
+    ElementStartedData,
+    EventData,
+    FlowCompletedData,
+    FlowStartedData,
+    LlmChunkData,
+)
 from engine.limits import MAX_EVENT_DEPTH, TOO_DEEP
 from engine.models import Event, EventType, utc_timestamp
 
@@ -80,7 +90,23 @@ class EventEmitter:
     def last_seq(self) -> int:
         return self._seq
 
-    def emit(self, type_: EventType, data: dict[str, Any], element_id: str | None = None) -> Event:
+    # One signature per event type: the type checker holds each event's `data` to its definition.
+    @overload
+    def emit(self, type_: Literal["flow_started"], data: FlowStartedData) -> Event: ...
+    @overload
+    def emit(self, type_: Literal["element_started"], data: ElementStartedData, element_id: str) -> Event: ...
+    @overload
+    def emit(self, type_: Literal["llm_chunk"], data: LlmChunkData, element_id: str) -> Event: ...
+    @overload
+    def emit(self, type_: Literal["element_completed"], data: ElementCompletedData, element_id: str) -> Event: ...
+    @overload
+    def emit(self, type_: Literal["element_error"], data: ElementErrorData, element_id: str) -> Event: ...
+    @overload
+    def emit(self, type_: Literal["element_skipped"], data: ElementSkippedData, element_id: str) -> Event: ...
+    @overload
+    def emit(self, type_: Literal["flow_completed"], data: FlowCompletedData) -> Event: ...
+
+    def emit(self, type_: EventType, data: EventData, element_id: str | None = None) -> Event:
         self._seq += 1
         event = Event(
             type=type_,

@@ -1,35 +1,39 @@
-"""A validated flow, ready to schedule: element instances and the connection index.
+"""A validated flow, ready to schedule: element instances, the connection index and graph facts.
 
 Contract: a `FlowPlan` is only built from a definition that passed validation, so every
 connection names existing elements and every element has a registered type and valid config,
 every id is a valid `engine.models.Id`, the counts are within `MAX_FLOW_ELEMENTS` /
 `MAX_FLOW_CONNECTIONS` and no configured value is nested deeper than `MAX_VALUE_DEPTH`.
-It is immutable during a run and shared by nothing but that run.
+`build` computes once what the scheduler asks of the graph: the connections into and out of
+each element and the elements reachable from the start. It is immutable during a run and shared by nothing but that run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from elements.base import ElementBase
+from engine.element import AnyElement
+from engine.graph import adjacency, reachable
 from engine.models import Connection, FlowDefinition
 
 
-@dataclass
+@dataclass(frozen=True)
 class FlowPlan:
     definition: FlowDefinition
-    elements: dict[str, ElementBase]
+    elements: dict[str, AnyElement]
     incoming: dict[str, list[int]] = field(default_factory=dict)
     outgoing: dict[str, list[int]] = field(default_factory=dict)
+    reachable: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, definition: FlowDefinition, elements: dict[str, ElementBase]) -> FlowPlan:
+    def build(cls, definition: FlowDefinition, elements: dict[str, AnyElement]) -> FlowPlan:
         incoming: dict[str, list[int]] = {eid: [] for eid in elements}
         outgoing: dict[str, list[int]] = {eid: [] for eid in elements}
         for index, conn in enumerate(definition.connections):
             outgoing[conn.from_id].append(index)
             incoming[conn.to_id].append(index)
-        return cls(definition, elements, incoming, outgoing)
+        from_start = frozenset(reachable(adjacency(definition), definition.start_element_id))
+        return cls(definition, elements, incoming, outgoing, from_start)
 
     @property
     def flow_id(self) -> str:
@@ -41,6 +45,3 @@ class FlowPlan:
 
     def connection(self, index: int) -> Connection:
         return self.definition.connections[index]
-
-    def end_ids(self) -> list[str]:
-        return [eid for eid, element in self.elements.items() if element.type_name == "end"]

@@ -34,12 +34,14 @@ from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from elements.base import ElementBase, ElementContext, ElementResult
+from engine.contracts import ElementErrorData, ElementSnapshot, ErrorInfo, RunSnapshot
+from engine.element import AnyElement, ElementContext, ElementResult
 from engine.errors import ElementTimeout, InputValidationError, OutputValidationError, describe, is_transient
 from engine.events import EventEmitter, EventSink, Redactor
 from engine.models import utc_timestamp
 from engine.plan import FlowPlan
 from engine.port_check import check_ports
+from engine.ports import Services
 from engine.settings import Settings
 
 
@@ -64,7 +66,7 @@ class ElementState(enum.StrEnum):
 
 
 class ElementInvoker(Protocol):
-    async def invoke(self, element: ElementBase, inputs: dict[str, Any], ctx: ElementContext) -> ElementResult:
+    async def invoke(self, element: AnyElement, inputs: dict[str, Any], ctx: ElementContext) -> ElementResult:
         """Run one attempt of an element wherever the runtime places it."""
         ...
 
@@ -80,7 +82,7 @@ def as_result(value: dict[str, Any] | ElementResult) -> ElementResult:
 class InlineInvoker:
     """Runs every element in the caller's event loop — the engine without a runtime."""
 
-    async def invoke(self, element: ElementBase, inputs: dict[str, Any], ctx: ElementContext) -> ElementResult:
+    async def invoke(self, element: AnyElement, inputs: dict[str, Any], ctx: ElementContext) -> ElementResult:
         return as_result(await element.execute(inputs, ctx))
 
 
@@ -91,9 +93,9 @@ class ElementRecord:
     started_at: str | None = None
     duration_ms: float | None = None
     attempts: int = 0
-    error: dict[str, str] | None = None
+    error: ErrorInfo | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> ElementSnapshot:
         return {
             "type": self.type,
             "state": self.state.value,
@@ -120,7 +122,7 @@ class FlowRun:
     initial_inputs: dict[str, Any]
     sink: EventSink
     settings: Settings
-    services: Any
+    services: Services
     invoker: ElementInvoker = field(default_factory=InlineInvoker)
     max_execution_time: float = 300.0
     redactor: Redactor = field(default_factory=Redactor)
@@ -130,13 +132,13 @@ class FlowRun:
         self.emitter = EventEmitter(self.plan.flow_id, self.sink, self.redactor)
         self.records = {eid: ElementRecord(el.type_name) for eid, el in self.plan.elements.items()}
         self.outputs: dict[str, Any] = {}
-        self.error: dict[str, str] | None = None
+        self.error: ErrorInfo | None = None
         self.started_at: str | None = None
         self.finished_at: str | None = None
         self.duration_ms: float | None = None
         self._settled: list[Any] = [None] * len(self.plan.definition.connections)
-        self._running: dict[asyncio.Task, str] = {}
-        self._failure: dict[str, str] | None = None
+        self._running: dict[asyncio.Task[ElementResult], str] = {}
+        self._failure: ErrorInfo | None = None
         self._abort: _Abort | None = None
         self._stop = asyncio.Event()
         self._stop_reason = "cancelled by request"
@@ -151,7 +153,7 @@ class FlowRun:
         self._stop.set()
         return True
 
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> RunSnapshot:
         """Execute the flow to its end; returns the final `snapshot()`."""
         t0 = time.monotonic()
         self.status = FlowStatus.RUNNING
@@ -167,7 +169,7 @@ class FlowRun:
         self._finish(outcome.status if outcome else self._final_status(), t0)
         return self.snapshot()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> RunSnapshot:
         return {
             "flow_id": self.plan.flow_id,
             "status": self.status.value,
@@ -189,7 +191,7 @@ class FlowRun:
         try:
             while self._running:
                 remaining = deadline - time.monotonic()
-                done: set[asyncio.Task] = set()
+                done: set[asyncio.Future[Any]] = set()
                 if remaining > 0:
                     done, _ = await asyncio.wait(
                         {*self._running, stop_waiter}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
@@ -199,7 +201,7 @@ class FlowRun:
                 if not done:
                     message = f"the flow exceeded its max_execution_time of {self.max_execution_time:g} s"
                     return _Abort(FlowStatus.TIMED_OUT, "timed_out", message)
-                for task in done:
+                for task in self._running.keys() & done:
                     self._on_done(self._running.pop(task), task)
                 if self._failure:
                     return _Abort(FlowStatus.FAILED, "cancelled", "cancelled because another element failed")
@@ -211,15 +213,7 @@ class FlowRun:
         return FlowStatus.FAILED if self._failure else FlowStatus.COMPLETED
 
     def _mark_unreachable(self) -> None:
-        reachable = {self.plan.start_id}
-        frontier = [self.plan.start_id]
-        while frontier:
-            for index in self.plan.outgoing[frontier.pop()]:
-                target = self.plan.connection(index).to_id
-                if target not in reachable:
-                    reachable.add(target)
-                    frontier.append(target)
-        for eid in self.records.keys() - reachable:
+        for eid in self.records.keys() - self.plan.reachable:
             self.records[eid].state = ElementState.UNREACHABLE
             for index in self.plan.outgoing[eid]:
                 self._settled[index] = _SKIPPED
@@ -230,7 +224,7 @@ class FlowRun:
         task = asyncio.create_task(self._run_element(element_id, inputs), name=f"{self.plan.flow_id}/{element_id}")
         self._running[task] = element_id
 
-    def _on_done(self, element_id: str, task: asyncio.Task) -> None:
+    def _on_done(self, element_id: str, task: asyncio.Task[ElementResult]) -> None:
         error = task.exception()
         if error is None:
             self._settle(element_id, task.result())
@@ -239,13 +233,14 @@ class FlowRun:
         if self.plan.elements[element_id].definition.on_error == "continue":
             self._settle(element_id, None)
         elif self._failure is None:
-            self._failure = {"element_id": element_id, **(record.error or {})}
+            error = record.error or {"error_type": "element_error", "message": "failed"}
+            self._failure = {**error, "element_id": element_id}
 
     # -- data movement ------------------------------------------------------------------------
 
     def _settle(self, element_id: str, result: ElementResult | None) -> None:
         element = self.plan.elements[element_id]
-        if result is not None and element.type_name == "end" and not self.outputs:
+        if result is not None and element.is_output and not self.outputs:
             self.outputs = result.outputs
         for index in self.plan.outgoing[element_id]:
             conn = self.plan.connection(index)
@@ -256,14 +251,14 @@ class FlowRun:
             self._on_input_settled(conn.to_id)
 
     @staticmethod
-    def _is_taken(element: ElementBase, port: str | None, result: ElementResult) -> bool:
+    def _is_taken(element: AnyElement, port: str | None, result: ElementResult) -> bool:
         if result.ports is None or port is None or not element.routes:
             return True
         return port in result.ports
 
     @staticmethod
     def _payload(
-        element: ElementBase, port: str | None, to_input: str | None, outputs: dict[str, Any]
+        element: AnyElement, port: str | None, to_input: str | None, outputs: dict[str, Any]
     ) -> dict[str, Any]:
         if port is None or element.routes:
             return {to_input: dict(outputs)} if to_input else dict(outputs)
@@ -335,7 +330,7 @@ class FlowRun:
         return result
 
     async def _attempts(
-        self, element: ElementBase, inputs: dict[str, Any], ctx: ElementContext, record: ElementRecord
+        self, element: AnyElement, inputs: dict[str, Any], ctx: ElementContext, record: ElementRecord
     ) -> ElementResult:
         policy = element.definition.retry
         if policy is None:
@@ -353,7 +348,7 @@ class FlowRun:
                 result = await self._attempt(element, inputs, ctx)
         return result
 
-    async def _attempt(self, element: ElementBase, inputs: dict[str, Any], ctx: ElementContext) -> ElementResult:
+    async def _attempt(self, element: AnyElement, inputs: dict[str, Any], ctx: ElementContext) -> ElementResult:
         limit = element.definition.timeout
         if limit is None:
             return await self.invoker.invoke(element, inputs, ctx)
@@ -370,8 +365,14 @@ class FlowRun:
         record = self.records[element_id]
         record.state = state
         record.duration_ms = _ms_since(t0)
-        record.error = {"error_type": error_type, "message": self.redactor.text(message)}
-        data = {**record.error, "attempts": record.attempts, "duration_ms": record.duration_ms}
+        message = self.redactor.text(message)
+        record.error = {"error_type": error_type, "message": message}
+        data: ElementErrorData = {
+            "error_type": error_type,
+            "message": message,
+            "attempts": record.attempts,
+            "duration_ms": record.duration_ms,
+        }
         self.emitter.emit("element_error", data, element_id)
 
     # -- ending -------------------------------------------------------------------------------

@@ -51,13 +51,14 @@ from pydantic import ValidationError
 from websockets.exceptions import InvalidURI
 from websockets.uri import parse_uri
 
-import elements  # noqa: F401 — registers the built-in element types
-from elements import registry
-from elements.base import ElementBase
+from engine.contracts import ProblemInfo
 from engine.destinations import DestinationError, OutboundPolicy, parse_ws_url
+from engine.element import AnyElement
+from engine.graph import adjacency, cyclic_components, reachable, shortest_cycle
 from engine.limits import MAX_VALUE_DEPTH, depth_exceeds
 from engine.models import ExecuteRequest, FlowDefinition, id_problem, shown
 from engine.plan import FlowPlan
+from engine.registry import ElementRegistry
 from engine.settings import Settings
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -78,7 +79,7 @@ class Problem:
     message: str
     severity: Literal["error", "warning"] = "error"
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> ProblemInfo:
         return {"path": self.path, "message": self.message, "severity": self.severity}
 
 
@@ -119,16 +120,17 @@ def json_path(*parts: str | int) -> str:
     return path or "$"
 
 
-def validate_request(body: bytes | str | Any, settings: Settings) -> Validation:
+def validate_request(body: bytes | str | Any, settings: Settings, registry: ElementRegistry) -> Validation:
+    """Every problem of an `/execute` body; the plan when it has no errors (types from `registry`)."""
     try:
-        result = _validate(body, settings)
+        result = _validate(body, settings, registry)
     except RecursionError:  # a guard: the depth limits are checked before anything recurses
         result = Validation(problems=[Problem("$", f"the body {TOO_DEEP}")])
     result.problems = bound_problems(result.problems, settings.max_reported_problems)
     return result
 
 
-def _validate(body: bytes | str | Any, settings: Settings) -> Validation:
+def _validate(body: bytes | str | Any, settings: Settings, registry: ElementRegistry) -> Validation:
     if isinstance(body, bytes | bytearray | str):
         try:
             body = json.loads(body)
@@ -154,7 +156,7 @@ def _validate(body: bytes | str | Any, settings: Settings) -> Validation:
                 Problem("flow_definition.flow_id", f"must equal flow_id {shown(result.request.flow_id)}")
             )
     if definition is not None:
-        instances, problems = _check_graph(definition, settings)
+        instances, problems = _check_graph(definition, settings, registry)
         result.problems += problems
         if result.request is not None and not result.errors:
             result.plan = FlowPlan.build(definition, instances)
@@ -387,8 +389,10 @@ def _check_backend2_url(url: str, settings: Settings) -> list[Problem]:
 # --- the graph ----------------------------------------------------------------------------------
 
 
-def _check_graph(definition: FlowDefinition, settings: Settings) -> tuple[dict[str, ElementBase], list[Problem]]:
-    instances, problems = _check_elements(definition, settings)
+def _check_graph(
+    definition: FlowDefinition, settings: Settings, registry: ElementRegistry
+) -> tuple[dict[str, AnyElement], list[Problem]]:
+    instances, problems = _check_elements(definition, settings, registry)
     problems += _check_connections(definition, instances)
     start = definition.start_element_id
     if start not in definition.elements:
@@ -399,8 +403,10 @@ def _check_graph(definition: FlowDefinition, settings: Settings) -> tuple[dict[s
     return instances, problems
 
 
-def _check_elements(definition: FlowDefinition, settings: Settings) -> tuple[dict[str, ElementBase], list[Problem]]:
-    instances: dict[str, ElementBase] = {}
+def _check_elements(
+    definition: FlowDefinition, settings: Settings, registry: ElementRegistry
+) -> tuple[dict[str, AnyElement], list[Problem]]:
+    instances: dict[str, AnyElement] = {}
     problems: list[Problem] = []
     types_listed_at: str | None = None
     for key, element in definition.elements.items():
@@ -418,19 +424,18 @@ def _check_elements(definition: FlowDefinition, settings: Settings) -> tuple[dic
             problems.append(Problem(path, f"unknown element type {shown(element.type)}; {known}"))
             continue
         try:
-            config = cls.parse_config(element)
+            instance = cls.from_definition(element)
         except ValidationError as exc:
             problems += _config_problems(exc, element.config, base)
             continue
-        for sub_path, message in cls.check(element, config, settings):
+        for sub_path, message in instance.check(settings):
             problems.append(Problem(json_path(*base, *sub_path.split(".")) if sub_path else json_path(*base), message))
-        instance = cls(element, config)
         problems += _branch_problems(instance, base)
         instances[key] = instance
     return instances, problems
 
 
-def _branch_problems(instance: ElementBase, base: tuple[str, ...]) -> list[Problem]:
+def _branch_problems(instance: AnyElement, base: tuple[str, ...]) -> list[Problem]:
     """Branch names of a routing element are ids too; found at their place in its settings."""
     if not instance.routes:
         return []
@@ -471,7 +476,7 @@ def _config_problems(error: ValidationError, nested: dict[str, Any], base: tuple
     return problems
 
 
-def _check_connections(definition: FlowDefinition, instances: dict[str, ElementBase]) -> list[Problem]:
+def _check_connections(definition: FlowDefinition, instances: dict[str, AnyElement]) -> list[Problem]:
     problems = []
     start = definition.start_element_id
     outputs_known: dict[str, str] = {}
@@ -510,20 +515,12 @@ def _check_connections(definition: FlowDefinition, instances: dict[str, ElementB
     return problems
 
 
-def _adjacency(definition: FlowDefinition) -> dict[str, list[str]]:
-    graph: dict[str, list[str]] = {key: [] for key in definition.elements}
-    for conn in definition.connections:
-        if conn.from_id in graph and conn.to_id in graph:
-            graph[conn.from_id].append(conn.to_id)
-    return graph
-
-
 def _check_cycles(definition: FlowDefinition) -> list[Problem]:
     """One problem per strongly connected component that holds a cycle (iterative: no recursion)."""
-    graph = _adjacency(definition)
+    graph = adjacency(definition)
     problems = []
-    for component in _cyclic_components(graph):
-        cycle = _shortest_cycle(graph, component)
+    for component in cyclic_components(graph):
+        cycle = shortest_cycle(graph, component)
         shown_ids = [shown(eid).strip("'") for eid in cycle]
         length = len(cycle) - 1
         if length > CYCLE_ELEMENTS_SHOWN:
@@ -536,80 +533,8 @@ def _check_cycles(definition: FlowDefinition) -> list[Problem]:
     return problems
 
 
-def _cyclic_components(graph: dict[str, list[str]]) -> list[list[str]]:
-    """Strongly connected components with a cycle (Tarjan, iterative), each in definition order,
-    ordered by their first element in definition order."""
-    order = {node: i for i, node in enumerate(graph)}
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    on_stack: set[str] = set()
-    stack: list[str] = []
-    found: list[list[str]] = []
-    for root in graph:
-        if root in index:
-            continue
-        work = [(root, iter(graph[root]))]
-        index[root] = low[root] = len(index)
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, children = work[-1]
-            child = next(children, None)
-            if child is not None:
-                if child not in index:
-                    index[child] = low[child] = len(index)
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(graph[child])))
-                elif child in on_stack:
-                    low[node] = min(low[node], index[child])
-                continue
-            work.pop()
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                if len(component) > 1 or node in graph[node]:
-                    found.append(sorted(component, key=order.__getitem__))
-    return sorted(found, key=lambda component: order[component[0]])
-
-
-def _shortest_cycle(graph: dict[str, list[str]], component: list[str]) -> list[str]:
-    """A shortest cycle through the component's first element, within the component (BFS)."""
-    members = set(component)
-    root = component[0]
-    parent: dict[str, str] = {}
-    queue = deque([root])
-    while queue:
-        node = queue.popleft()
-        for child in graph[node]:
-            if child == root:
-                path = [node]
-                while path[-1] != root:
-                    path.append(parent[path[-1]])
-                return [*reversed(path), root]
-            if child in members and child not in parent:
-                parent[child] = node
-                queue.append(child)
-    return [root, root]  # not reached: every member of a cyclic component is on a cycle
-
-
 def _check_reachability(definition: FlowDefinition) -> list[Problem]:
-    graph = _adjacency(definition)
-    seen = {definition.start_element_id}
-    frontier = [definition.start_element_id]
-    while frontier:
-        for nxt in graph[frontier.pop()]:
-            if nxt not in seen:
-                seen.add(nxt)
-                frontier.append(nxt)
+    seen = reachable(adjacency(definition), definition.start_element_id)
     return [
         Problem(json_path("flow_definition", "elements", key), "is not reachable from the start element", "warning")
         for key in definition.elements

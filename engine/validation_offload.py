@@ -1,6 +1,7 @@
 """Validating large requests off the event loop.
 
-Contract: `await validate_off_loop(body, settings)` returns what `validate_request` returns.
+Contract: `await validate_off_loop(body, settings, registry)` returns what `validate_request`
+returns.
 Bodies up to `INLINE_LIMIT` bytes (every ordinary flow: validation takes well under a
 millisecond) are validated inline; larger ones in a small thread pool of their own
 (`WORKERS` threads, the rest queue), so a multi-megabyte body never holds the event loop of
@@ -14,6 +15,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from engine.registry import ElementRegistry
 from engine.settings import Settings
 from engine.validation import Validation, validate_request
 
@@ -23,7 +25,9 @@ WORKERS = 2
 _pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="validate")
 
 
-async def validate_off_loop(body: bytes | str | dict[str, Any], settings: Settings) -> Validation:
+async def validate_off_loop(
+    body: bytes | str | dict[str, Any], settings: Settings, registry: ElementRegistry
+) -> Validation:
     if isinstance(body, bytes | str) and len(body) > INLINE_LIMIT:
-        return await asyncio.get_running_loop().run_in_executor(_pool, validate_request, body, settings)
-    return validate_request(body, settings)
+        return await asyncio.get_running_loop().run_in_executor(_pool, validate_request, body, settings, registry)
+    return validate_request(body, settings, registry)

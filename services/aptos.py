@@ -24,7 +24,6 @@ from aptos_sdk.async_client import AccountNotFound, ApiError, ClientConfig, Reso
 
 from engine.errors import ConfigurationError, ElementError, TransientError
 from engine.settings import Settings
-from services.hub import provides
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,8 +92,3 @@ class AptosService:
 
 def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
-
-
-@provides("aptos")
-def create_aptos_service(settings: Settings) -> AptosService:
-    return AptosService(settings)

@@ -25,14 +25,13 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -49,10 +48,10 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from engine.errors import ConfigurationError, ElementError, InputValidationError, TransientError
+from engine.errors import ConfigurationError, ElementError, TransientError
 from engine.events import Redactor
+from engine.llm import ConverseRequest, StreamEnd, ToolReply, ToolSpec
 from engine.settings import Settings
-from services.hub import provides
 
 logger = logging.getLogger(__name__)
 
@@ -61,154 +60,12 @@ DEFAULT_MAX_WORKERS = 1024  # concurrent Bedrock calls (streams) per process
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 300.0  # longest silence: between two stream frames, or a whole `converse` answer
 
-# -- requests and results ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class InferenceParams:
-    temperature: float | None = None
-    max_tokens: int | None = None
-    top_p: float | None = None
-    stop_sequences: Sequence[str] = ()
-
-    def to_config(self) -> dict[str, Any]:
-        config = {"temperature": self.temperature, "maxTokens": self.max_tokens, "topP": self.top_p}
-        config = {key: value for key, value in config.items() if value is not None}
-        if self.stop_sequences:
-            config["stopSequences"] = list(self.stop_sequences)
-        return config
-
-
-@dataclass(frozen=True)
-class ConverseRequest:
-    """One Converse call: `messages` in Converse form (see `build_conversation`)."""
-
-    model_id: str
-    messages: list[dict[str, Any]]
-    system: Sequence[str] = ()
-    inference: InferenceParams = field(default_factory=InferenceParams)
-
-    def to_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"modelId": self.model_id, "messages": self.messages}
-        if self.system:
-            kwargs["system"] = [{"text": text} for text in self.system]
-        inference = self.inference.to_config()
-        if inference:
-            kwargs["inferenceConfig"] = inference
-        return kwargs
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    """A tool the model is forced to call; `input_schema` is a JSON schema of an object."""
-
-    name: str
-    description: str
-    input_schema: dict[str, Any]
-
-    def to_config(self) -> dict[str, Any]:
-        spec = {"name": self.name, "description": self.description, "inputSchema": {"json": self.input_schema}}
-        return {"tools": [{"toolSpec": spec}], "toolChoice": {"tool": {"name": self.name}}}
-
-
-@dataclass(frozen=True)
-class StreamEnd:
-    """The last item of `stream_text`."""
-
-    text: str
-    usage: dict[str, int]
-    stop_reason: str | None
-
-
-@dataclass(frozen=True)
-class ToolReply:
-    """What `converse_tool` got back. `tool_use_id` is None when the model did not call the tool."""
-
-    tool_use_id: str | None
-    input: Any
-    content: list[dict[str, Any]]  # the assistant message's content, as returned
-    usage: dict[str, int]
-    stop_reason: str | None
-
 
 def usage_dict(usage: Mapping[str, Any] | None) -> dict[str, int]:
     """Converse `usage` in snake_case: input_tokens, output_tokens, total_tokens."""
     usage = usage or {}
     keys = {"input_tokens": "inputTokens", "output_tokens": "outputTokens", "total_tokens": "totalTokens"}
     return {name: int(usage.get(key) or 0) for name, key in keys.items()}
-
-
-# -- conversation ----------------------------------------------------------------------------
-
-_ROLES = {
-    "user": "user",
-    "human": "user",
-    "assistant": "assistant",
-    "ai": "assistant",
-    "bot": "assistant",
-    "model": "assistant",
-    "system": "system",
-}
-
-
-def build_conversation(
-    prompt: str, history: Any = None, system_prompt: str | None = None, history_name: str = "history"
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """`(system, messages)` for Converse: history turns, then `prompt` as the last user turn.
-
-    `history` is a list of `{role, content}`; `system` turns join the system prompt, turns of
-    the same role in a row are merged (Converse wants them alternating), leading assistant
-    turns are dropped (Converse starts with the user) and blank turns are skipped.
-    """
-    system = [system_prompt] if system_prompt else []
-    turns: list[tuple[str, str]] = []
-    for index, item in enumerate(_history_items(history, history_name)):
-        role, text = _history_turn(item, f"{history_name}[{index}]")
-        if not text.strip():
-            continue
-        if role == "system":
-            system.append(text)
-        else:
-            turns.append((role, text))
-    turns.append(("user", prompt))
-    return system, _merge_turns(turns)
-
-
-def _history_items(history: Any, name: str) -> list[Any]:
-    if history is None:
-        return []
-    if not isinstance(history, list):
-        raise InputValidationError(
-            f"'{name}' must be a list of {{role, content}} messages (the list output of context_history), "
-            f"got {type(history).__name__}"
-        )
-    return history
-
-
-def _history_turn(item: Any, where: str) -> tuple[str, str]:
-    if not isinstance(item, Mapping) or "role" not in item or "content" not in item:
-        raise InputValidationError(f"'{where}' must be an object with 'role' and 'content'")
-    role = _ROLES.get(str(item["role"]).lower())
-    if role is None:
-        raise InputValidationError(f"'{where}.role' is {item['role']!r}; use user, assistant or system")
-    content = item["content"]
-    return role, content if isinstance(content, str) else _json_text(content)
-
-
-def _json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _merge_turns(turns: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    for role, text in turns:
-        if not messages and role == "assistant":
-            continue
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].append({"text": text})
-        else:
-            messages.append({"role": role, "content": [{"text": text}]})
-    return messages
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -558,8 +415,3 @@ class BedrockService:
         if len(missing) == 1:
             raise _missing_credentials(f"{missing[0]} is not set")
         return values if not missing else {}
-
-
-@provides("bedrock")
-def create_bedrock_service(settings: Settings) -> BedrockService:
-    return BedrockService(settings)

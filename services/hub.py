@@ -1,52 +1,61 @@
-"""Per-process service clients, built lazily by name.
+"""Per-process service clients, built lazily: the implementation of `engine.ports.Services`.
 
-Contract: a service module registers a factory with `@provides("name")`; `ServiceHub.get(name)`
-builds it once per hub from the hub's settings and returns the same object afterwards. The
-runtime keeps one hub per process (so heavy clients are created once) and may pass
-`overrides` (e.g. the Ray runtime's sandbox client that calls the sandbox actor).
+Contract: `ServiceHub(settings)` builds each service on first use from its settings — one
+`BedrockService`, one `AptosService`, one in-process `SandboxClient` — and returns the same
+object afterwards (so heavy clients are created once per process; the SDK of a service is
+imported only when it is first used). The runtime may pass a ready implementation instead
+(`ServiceHub(settings, sandbox=…)`: the Ray runtime's client of the sandbox actor; tests pass
+fakes). `aclose()` closes every client that was built.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+from engine.ports import AptosNode, CodeRunner, LlmService
 from engine.settings import Settings
 
-_FACTORIES: dict[str, Callable[[Settings], Any]] = {}
-
-# Where each service's factory lives, so `get` works without the caller importing it first.
-_MODULES = {"bedrock": "services.bedrock", "aptos": "services.aptos", "sandbox": "services.sandbox"}
-
-
-def provides(name: str) -> Callable[[Callable[[Settings], Any]], Callable[[Settings], Any]]:
-    def decorator(factory: Callable[[Settings], Any]) -> Callable[[Settings], Any]:
-        _FACTORIES[name] = factory
-        return factory
-
-    return decorator
+T = TypeVar("T")
 
 
 class ServiceHub:
-    def __init__(self, settings: Settings, overrides: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        bedrock: LlmService | None = None,
+        aptos: AptosNode | None = None,
+        sandbox: CodeRunner | None = None,
+    ):
         self.settings = settings
-        self._instances: dict[str, Any] = dict(overrides or {})
+        self._instances: dict[str, Any] = {
+            name: given for name, given in (("bedrock", bedrock), ("aptos", aptos), ("sandbox", sandbox)) if given
+        }
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> Any:
-        instance = self._instances.get(name)
+    @property
+    def bedrock(self) -> LlmService:
+        return self._get("bedrock", _new_bedrock)
+
+    @property
+    def aptos(self) -> AptosNode:
+        return self._get("aptos", _new_aptos)
+
+    @property
+    def sandbox(self) -> CodeRunner:
+        return self._get("sandbox", _new_sandbox)
+
+    def _get(self, name: str, factory: Callable[[Settings], T]) -> T:
+        instance: T | None = self._instances.get(name)
         if instance is not None:
             return instance
         with self._lock:
             if name not in self._instances:
-                if name not in _FACTORIES and name in _MODULES:
-                    importlib.import_module(_MODULES[name])
-                if name not in _FACTORIES:
-                    raise KeyError(f"no service named {name!r}")
-                self._instances[name] = _FACTORIES[name](self.settings)
-            return self._instances[name]
+                self._instances[name] = factory(self.settings)
+            built: T = self._instances[name]
+            return built
 
     async def aclose(self) -> None:
         """Close every client that has an async or sync `close`."""
@@ -57,3 +66,21 @@ class ServiceHub:
             result = close()
             if hasattr(result, "__await__"):
                 await result
+
+
+def _new_bedrock(settings: Settings) -> LlmService:
+    from services.bedrock import BedrockService
+
+    return BedrockService(settings)
+
+
+def _new_aptos(settings: Settings) -> AptosNode:
+    from services.aptos import AptosService
+
+    return AptosService(settings)
+
+
+def _new_sandbox(settings: Settings) -> CodeRunner:
+    from services.sandbox.client import SandboxClient
+
+    return SandboxClient()

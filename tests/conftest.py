@@ -6,8 +6,6 @@ its own there, so adding an area never edits a shared conftest.
 
 from pathlib import Path
 
-import tests.engine_doubles  # noqa: F401 — registers test-only element types
-
 pytest_plugins = sorted(
     f"tests.fixtures.{path.stem}"
     for path in (Path(__file__).parent / "fixtures").glob("*.py")

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import elements  # noqa: F401 — registers the built-in types
-from elements import registry
-from elements.base import ElementBase, ElementContext
+from engine.element import AnyElement, ElementContext
 from engine.models import ElementDefinition
 from engine.settings import Settings
+from runtime.catalog import builtin_registry
 from services.hub import ServiceHub
 
 
-def make_element(type_: str, **fields: Any) -> ElementBase:
+def make_element(type_: str, **fields: Any) -> AnyElement:
     definition = ElementDefinition.model_validate({"type": type_, "element_id": f"{type_}-1", **fields})
-    cls = registry.get(type_)
-    return cls(definition, cls.parse_config(definition))
+    cls = builtin_registry().get(type_)
+    assert cls is not None, type_
+    return cls.from_definition(definition)
 
 
 def make_ctx(settings: Settings | None = None, chunks: list | None = None) -> ElementContext:

@@ -1,4 +1,6 @@
-"""Test-only element types for exercising the scheduler: sleep, fail, flaky, echo, route."""
+"""Test-only element types for exercising the scheduler (sleep, fail, flaky, echo, route), the
+registry of the built-in types plus these (`TEST_REGISTRY`), and the engine's entry points bound
+to it (`validate_request`, `prepare_run`, `run_local`)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from elements.base import ElementBase, ElementResult
-from elements.registry import register
+from engine import validation
+from engine.element import ElementBase, ElementResult
 from engine.errors import ElementError, TransientError
+from engine.settings import Settings
+from runtime import local
+from runtime.catalog import builtin_registry
 
 CALLS: dict[str, list[float]] = {}
 
@@ -27,12 +32,10 @@ def _mark(ctx, what: str) -> None:
     CALLS.setdefault(f"{ctx.flow_id}/{ctx.element_id}/{what}", []).append(time.monotonic())
 
 
-@register
-class EchoElement(ElementBase):
+class EchoElement(ElementBase[_Config]):
     """Sleeps `seconds`, then outputs its inputs (plus `value` under `echo` when set)."""
 
     type_name = "test_echo"
-    Config = _Config
 
     async def execute(self, inputs, ctx):
         _mark(ctx, "start")
@@ -45,21 +48,17 @@ class EchoElement(ElementBase):
         return out
 
 
-@register
-class FailElement(ElementBase):
+class FailElement(ElementBase[_Config]):
     type_name = "test_fail"
-    Config = _Config
 
     async def execute(self, inputs, ctx):
         raise ElementError("boom: this element always fails", error_type="test_failure")
 
 
-@register
-class FlakyElement(ElementBase):
+class FlakyElement(ElementBase[_Config]):
     """Fails transiently `failures` times per flow, then succeeds."""
 
     type_name = "test_flaky"
-    Config = _Config
 
     async def execute(self, inputs, ctx):
         _mark(ctx, "attempt")
@@ -68,12 +67,10 @@ class FlakyElement(ElementBase):
         return {"ok": True}
 
 
-@register
-class RouteElement(ElementBase):
+class RouteElement(ElementBase[_Config]):
     """Routes to the configured `port` (branches: yes, no, default)."""
 
     type_name = "test_route"
-    Config = _Config
     routes = True
 
     def branch_ports(self):
@@ -83,10 +80,8 @@ class RouteElement(ElementBase):
         return ElementResult(outputs=dict(inputs), ports=frozenset({self.config.port or "default"}))
 
 
-@register
-class ChunkElement(ElementBase):
+class ChunkElement(ElementBase[_Config]):
     type_name = "test_chunks"
-    Config = _Config
     streams = True
 
     async def execute(self, inputs, ctx):
@@ -96,6 +91,21 @@ class ChunkElement(ElementBase):
             text += piece
             await asyncio.sleep(0)
         return {"text": text}
+
+
+TEST_REGISTRY = builtin_registry().with_types(EchoElement, FailElement, FlakyElement, RouteElement, ChunkElement)
+
+
+def validate_request(body: Any, settings: Settings) -> validation.Validation:
+    return validation.validate_request(body, settings, TEST_REGISTRY)
+
+
+def prepare_run(body: Any, settings: Settings, sink: Any, services: Any = None, invoker: Any = None) -> Any:
+    return local.prepare_run(body, settings, sink, services, invoker, registry=TEST_REGISTRY)
+
+
+async def run_local(body: Any, settings: Settings | None = None, services: Any = None) -> Any:
+    return await local.run_local(body, settings, services, registry=TEST_REGISTRY)
 
 
 def flow(elements: dict[str, dict], connections: list[tuple], *, start="s", inputs=None, config=None, flow_id="f-1"):

@@ -57,7 +57,7 @@ def main() -> int:
         events = backend2.wait_for_completion(f"ws/{flow_id}", timeout=120)
         from ray._private.state import actors
 
-        from actors.directory import NAMESPACE
+        from actors.names import NAMESPACE
         from actors.sandbox import SANDBOX_NAME
 
         sandbox = ray.get_actor(SANDBOX_NAME, namespace=NAMESPACE)

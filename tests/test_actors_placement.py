@@ -6,7 +6,7 @@ import time
 import pytest
 
 from actors.placement import RayInvoker
-from elements.base import ElementBase, ElementContext, Placement
+from engine.element import ElementBase, ElementContext, NoConfig, Placement
 from engine.models import ElementDefinition
 from engine.settings import Settings
 from tests.ray_state import wait_for_tasks
@@ -14,7 +14,7 @@ from tests.ray_state import wait_for_tasks
 pytestmark = pytest.mark.ray
 
 
-class Crunch(ElementBase):
+class Crunch(ElementBase[NoConfig]):
     """CPU-bound stand-in: sleeps in a blocking call (as a C extension would) then answers."""
 
     type_name = "test_crunch_unregistered"

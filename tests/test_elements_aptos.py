@@ -10,7 +10,7 @@ from aptos_sdk.ed25519 import Signature
 from aptos_sdk.transactions import RawTransaction
 from pydantic import ValidationError
 
-from elements.base import ElementContext
+from engine.element import ElementContext
 from engine.errors import ElementError, TransientError
 from services.hub import ServiceHub
 from tests.element_helpers import make_element

@@ -9,12 +9,10 @@ import pytest
 from elements.custom_code import CustomCodeConfig, CustomCodeElement
 from engine.errors import ElementError
 from engine.limits import MAX_VALUE_DEPTH
-from engine.local import run_local
 from engine.settings import Settings
-from engine.validation import validate_request
 from services.hub import ServiceHub
 from tests.element_helpers import make_ctx, make_element
-from tests.engine_doubles import assert_well_formed, flow
+from tests.engine_doubles import assert_well_formed, flow, run_local, validate_request
 from tests.fixtures.sandbox import busy_runs
 
 
@@ -71,7 +69,7 @@ def test_limits_default_to_and_are_capped_by_the_settings():
 
 async def test_runs_in_the_sandbox_through_the_engine(sandbox):
     settings = Settings(_env_file=None)
-    hub = ServiceHub(settings, overrides={"sandbox": sandbox})
+    hub = ServiceHub(settings, sandbox=sandbox)
     code = "def main(inputs):\n    print('working')\n    return {'double': inputs['n'] * 2}"
     snapshot, events = await run_local(code_flow(code), settings, hub)
     assert_well_formed(events)
@@ -89,7 +87,7 @@ async def test_the_hub_builds_an_in_process_sandbox_by_default():
 
 async def test_a_forbidden_operation_is_an_element_error(sandbox):
     settings = Settings(_env_file=None)
-    hub = ServiceHub(settings, overrides={"sandbox": sandbox})
+    hub = ServiceHub(settings, sandbox=sandbox)
     snapshot, events = await run_local(code_flow("import socket\noutputs = {}"), settings, hub)
     (error,) = [e for e in events if e.type == "element_error"]
     assert error.data["error_type"] == "forbidden" and "socket" in error.data["message"]
@@ -98,7 +96,7 @@ async def test_a_forbidden_operation_is_an_element_error(sandbox):
 
 async def test_element_timeout_kills_a_busy_process(sandbox):
     settings = Settings(_env_file=None)
-    hub = ServiceHub(settings, overrides={"sandbox": sandbox})
+    hub = ServiceHub(settings, sandbox=sandbox)
     await sandbox.start()
     server = psutil.Process(sandbox.server_pid)
     t0 = time.monotonic()
@@ -117,7 +115,7 @@ DEEP_OUTPUT = "def main(inputs):\n    v = 'canary-secret-4567'\n    for _ in ran
 @pytest.mark.parametrize("levels", [1_200, 5_000])
 async def test_outputs_nested_too_deeply_are_a_clean_element_error(sandbox, levels):
     settings = Settings(_env_file=None, api_key="canary-secret-4567")  # a secret: the redactor walks events
-    hub = ServiceHub(settings, overrides={"sandbox": sandbox})
+    hub = ServiceHub(settings, sandbox=sandbox)
     snapshot, events = await run_local(code_flow(DEEP_OUTPUT.format(levels=levels)), settings, hub)
     assert_well_formed(events)
     (error,) = [e for e in events if e.type == "element_error"]
@@ -136,7 +134,7 @@ async def test_inputs_nested_too_deeply_are_refused_before_the_sandbox(sandbox):
         deep = [deep]
     element = make_element("custom_code", code="outputs = {}")
     ctx = make_ctx()
-    ctx.services = ServiceHub(ctx.settings, overrides={"sandbox": sandbox})
+    ctx.services = ServiceHub(ctx.settings, sandbox=sandbox)
     with pytest.raises(ElementError) as raised:
         await element.execute({"v": deep}, ctx)
     assert raised.value.error_type == "input_invalid"

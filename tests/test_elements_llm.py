@@ -9,21 +9,20 @@ from typing import Any
 
 import pytest
 
-from elements.base import ElementContext, Placement
 from elements.llm_structured import LlmStructuredElement, tool_input_schema
 from elements.llm_text import LlmTextElement, placeholders, render_prompt
+from engine.element import ElementContext, Placement
 from engine.errors import ElementError, OutputValidationError, TransientError
-from engine.local import run_local
 from engine.models import ElementDefinition
 from services.bedrock import BedrockService
 from services.hub import ServiceHub
-from tests.engine_doubles import flow
+from tests.engine_doubles import flow, run_local
 from tests.fixtures.bedrock import FAKE_MODEL_ID, fake_bedrock_settings
 
 
 def make(cls, **fields: Any):
     definition = ElementDefinition.model_validate({"type": cls.type_name, "element_id": "llm-1", **fields})
-    return cls(definition, cls.parse_config(definition))
+    return cls.from_definition(definition)
 
 
 class Chunks:
@@ -150,7 +149,7 @@ def test_prompt_template_rules():
 @pytest.mark.parametrize("template", ["{prompt.__globals__}", "{", 'Give JSON like {"a": 1}'])
 def test_malformed_template_is_a_validation_problem(template, bedrock_settings):
     definition = ElementDefinition(type="llm_text", element_id="llm-1", wrapper_prompt=template)
-    problems = LlmTextElement.check(definition, LlmTextElement.parse_config(definition), bedrock_settings)
+    problems = LlmTextElement.from_definition(definition).check(bedrock_settings)
     assert [path for path, _ in problems] == ["wrapper_prompt"]
     assert "{{" in problems[0][1]
 
@@ -170,7 +169,7 @@ async def test_llm_text_throttled_then_success(bedrock_hub, bedrock_server):
 
 
 async def test_llm_text_throttled_beyond_retries(bedrock_settings, bedrock_server):
-    hub = ServiceHub(bedrock_settings, overrides={"bedrock": BedrockService(bedrock_settings, max_attempts=2)})
+    hub = ServiceHub(bedrock_settings, bedrock=BedrockService(bedrock_settings, max_attempts=2))
     bedrock_server.fail_next("throttle", 2)
     try:
         with pytest.raises(TransientError) as info:
@@ -253,7 +252,7 @@ def test_tool_schema_from_output_schema():
 
 def test_llm_structured_needs_an_output_schema(bedrock_settings):
     definition = ElementDefinition(type="llm_structured", element_id="s", wrapper_prompt="{x}")
-    problems = LlmStructuredElement.check(definition, LlmStructuredElement.parse_config(definition), bedrock_settings)
+    problems = LlmStructuredElement.from_definition(definition).check(bedrock_settings)
     assert [path for path, _ in problems] == ["output_schema"]
 
 

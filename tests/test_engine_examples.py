@@ -3,8 +3,7 @@
 import json
 from pathlib import Path
 
-from engine.local import run_local
-from tests.engine_doubles import assert_well_formed
+from tests.engine_doubles import assert_well_formed, run_local
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

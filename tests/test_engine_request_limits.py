@@ -21,9 +21,8 @@ from engine.validation import (
     Problem,
     backend2_ws_url_problem,
     bound_problems,
-    validate_request,
 )
-from tests.engine_doubles import flow
+from tests.engine_doubles import flow, validate_request
 from web.schemas import problems_body
 
 MAX_422_BYTES = 64 * 1024

@@ -5,9 +5,8 @@ import time
 
 import pytest
 
-from engine.local import prepare_run, run_local
 from engine.settings import Settings
-from tests.engine_doubles import CALLS, assert_well_formed, flow
+from tests.engine_doubles import CALLS, assert_well_formed, flow, prepare_run, run_local
 
 
 def by_type(events, type_):

@@ -3,8 +3,8 @@
 import json
 
 from engine.settings import Settings
-from engine.validation import json_path, validate_request
-from tests.engine_doubles import flow
+from engine.validation import json_path
+from tests.engine_doubles import flow, validate_request
 
 
 def problems(body, settings=None):

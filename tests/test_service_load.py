@@ -15,7 +15,7 @@ import httpx
 import pytest
 import ray
 
-from actors.directory import NAMESPACE, STREAMER_NAME, coordinator_name
+from actors.names import NAMESPACE, STREAMER_NAME, coordinator_name
 from tests.growth import growth_problems, leak_limits
 
 pytestmark = pytest.mark.ray

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import ray
 
-from actors.directory import NAMESPACE, coordinator_index, coordinator_name
+from actors.names import NAMESPACE, coordinator_index, coordinator_name
 from tests.fixtures.service import CANARIES
 from tests.malformed_bodies import malformed_bodies
 from tests.test_service_e2e import llm_flow, post, seed_flow, streaming_llm_flow

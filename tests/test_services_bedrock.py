@@ -11,15 +11,10 @@ from contextlib import aclosing
 
 import pytest
 
+from engine.conversation import build_conversation
 from engine.errors import ConfigurationError, ElementError, InputValidationError, TransientError
-from services.bedrock import (
-    BedrockService,
-    ConverseRequest,
-    InferenceParams,
-    StreamEnd,
-    ToolSpec,
-    build_conversation,
-)
+from engine.llm import ConverseRequest, InferenceParams, StreamEnd, ToolSpec
+from services.bedrock import BedrockService
 from services.hub import ServiceHub
 from tests.fakes.bedrock_server import FakeBedrock
 from tests.fixtures.bedrock import FAKE_MODEL_ID, fake_bedrock_settings
@@ -252,7 +247,7 @@ async def test_missing_credentials_fail_the_call_not_the_hub(
     bedrock_server, no_ambient_aws_credentials, keys, named, operation
 ):
     hub = ServiceHub(fake_bedrock_settings(bedrock_server.url, **keys))
-    service = hub.get("bedrock")  # building the service never needs credentials
+    service = hub.bedrock  # building the service never needs credentials
     try:
         with pytest.raises(ConfigurationError) as info:
             await _call(service, operation)

@@ -1,4 +1,6 @@
-"""Response bodies of the HTTP API, as pydantic models so `/docs` shows them.
+"""Response bodies of the HTTP API, as pydantic models or `engine.contracts` shapes, so `/docs`
+shows them: a run's status is the scheduler's `RunSnapshot` plus its delivery state, a problem
+is `ProblemInfo`, an event the envelope `EventMessage` — one definition each.
 
 Contract: `problems_body(detail, problems)` is the 422 body. It bounds what it is given, as
 `engine.validation.bound_problems` does (at most `MAX_PROBLEMS_CEILING` problems and
@@ -9,35 +11,30 @@ validation already bounded pass unchanged.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired
 
 from pydantic import BaseModel
 
+from engine.contracts import EventMessage, ProblemInfo, RunSnapshot
 from engine.validation import MAX_PROBLEMS_CEILING, Problem, bound_problems
-
-
-class ProblemOut(BaseModel):
-    path: str
-    message: str
-    severity: str = "error"
 
 
 class Started(BaseModel):
     status: str = "started"
     flow_id: str
     message: str = "Flow execution started and streaming to Backend 2"
-    warnings: list[ProblemOut] = []
+    warnings: list[ProblemInfo] = []
 
 
 class Validated(BaseModel):
     status: str = "valid"
     flow_id: str
-    warnings: list[ProblemOut] = []
+    warnings: list[ProblemInfo] = []
 
 
 class Problems(BaseModel):
     detail: str
-    problems: list[ProblemOut]
+    problems: list[ProblemInfo]
 
 
 class Health(BaseModel):
@@ -45,22 +42,13 @@ class Health(BaseModel):
     custom_code_isolation: str | None = None  # the sandbox's OS layer; `disabled` with ALLOW_CUSTOM_CODE=false
 
 
-class FlowStatusOut(BaseModel):
-    flow_id: str
-    status: str
-    started_at: str | None = None
-    finished_at: str | None = None
-    duration_ms: float | None = None
-    elements: dict[str, dict[str, Any]] = {}
-    outputs: dict[str, Any] = {}
-    error: dict[str, Any] | None = None
-    last_seq: int = 0
-    delivery: dict[str, Any] | None = None
+class FlowStatusOut(RunSnapshot):
+    delivery: NotRequired[dict[str, Any] | None]  # the streamer's state of delivery to Backend 2
 
 
 class EventsOut(BaseModel):
     flow_id: str
-    events: list[dict[str, Any]]
+    events: list[EventMessage]
 
 
 def problems_body(detail: str, problems: list[dict[str, Any]]) -> dict[str, Any]:
@@ -71,4 +59,4 @@ def problems_body(detail: str, problems: list[dict[str, Any]]) -> dict[str, Any]
         for p in problems
     ]
     bounded = bound_problems(given, MAX_PROBLEMS_CEILING)
-    return Problems(detail=detail, problems=[ProblemOut(**p.as_dict()) for p in bounded]).model_dump()
+    return Problems(detail=detail, problems=[p.as_dict() for p in bounded]).model_dump()

@@ -1,17 +1,24 @@
 """The element contract — the source of truth for what an element is.
 
-An element type is one small class on `ElementBase` plus one `@register` line:
+An element type is one small class on `ElementBase[ItsConfig]` in a module of the `elements`
+package; the runtime's catalog (`runtime.catalog`) finds and registers it, nothing else to add.
+This module imports no element and no service: elements, validation and the scheduler depend on
+it, never the other way round.
 
 - `type_name`: the `type` string accepted in flow definitions.
-- `Config`: a pydantic model of the type-specific settings. They arrive as the extra top-level
+- The config model: the type parameter (`class LlmTextElement(ElementBase[LlmConfig])`), a
+  pydantic model of the type-specific settings, also reachable as the class attribute `Config`;
+  `self.config` is typed by it. They arrive as the extra top-level
   keys of the element definition (as in the seed: `"temperature": 0.7`) or inside a nested
   `"config": {...}`; the nested object wins. Validation errors of `Config` are reported by
   `/execute` as 422 problems at `flow_definition.elements.<id>.<field>` before anything runs.
-  `check(definition, config, settings)` may add problems of its own (compile errors, a feature
-  switched off by the environment).
+  `check(settings)` may add problems of its own (compile errors, a feature switched off by the
+  environment).
 - `__init__` is light: it keeps the definition and the validated config, nothing else. Heavy
   clients (boto3, aptos RestClient, the sandbox fork server) live in `services/` and are
-  reached through `ctx.service(name)`: created once per process, never per call.
+  reached through the typed interfaces of `ctx.services` (`engine.ports.Services`:
+  `.bedrock`, `.aptos`, `.sandbox`): created once per process, never per call. Elements never
+  touch an SDK client.
 - `async execute(inputs, ctx)` receives the resolved inputs (already checked against
   `input_schema`) and returns a dict of outputs (checked against `output_schema` afterwards),
   or an `ElementResult` when it also selects output ports (routing elements: `case`,
@@ -33,6 +40,7 @@ An element type is one small class on `ElementBase` plus one `@register` line:
   (CPU-heavy; a Ray task of its own).
 - `routes = True` marks elements whose connections name a branch in `from_output`;
   `branch_ports()` lists the branch names that exist, for validation.
+- `is_output = True` marks the element whose outputs become the flow's outputs (`end`).
 """
 
 from __future__ import annotations
@@ -40,13 +48,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, get_args
 
 from pydantic import BaseModel, ConfigDict
 
 from engine.models import ElementDefinition
 
 if TYPE_CHECKING:
+    from engine.ports import Services
     from engine.settings import Settings
 
 
@@ -78,7 +87,7 @@ class ElementContext:
     flow_id: str
     element_id: str
     settings: Settings
-    services: Any  # services.hub.ServiceHub: lazily built, per-process clients
+    services: Services  # typed interfaces to Bedrock, Aptos and the sandbox; built lazily, per process
     emit_chunk_event: Callable[[str, int], None] = field(default=lambda chunk, index: None)
     _chunk_index: int = 0
 
@@ -87,19 +96,26 @@ class ElementContext:
         self.emit_chunk_event(text, self._chunk_index)
         self._chunk_index += 1
 
-    def service(self, name: str) -> Any:
-        return self.services.get(name)
 
+class ElementBase[C: BaseModel]:
+    """One element of a flow: its definition and its validated config of type `C`."""
 
-class ElementBase:
     type_name: ClassVar[str] = ""
-    Config: ClassVar[type[BaseModel]] = NoConfig
+    Config: ClassVar[type[BaseModel]] = NoConfig  # set from the type parameter by __init_subclass__
     placement: ClassVar[Placement] = Placement.INLINE
     streams: ClassVar[bool] = False
     routes: ClassVar[bool] = False
+    is_output: ClassVar[bool] = False
     fixed_outputs: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, definition: ElementDefinition, config: BaseModel):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            args = get_args(base)
+            if args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+                cls.Config = args[0]
+
+    def __init__(self, definition: ElementDefinition, config: C):
         self.definition = definition
         self.config = config
 
@@ -108,12 +124,12 @@ class ElementBase:
         return self.definition.element_id
 
     @classmethod
-    def parse_config(cls, definition: ElementDefinition) -> BaseModel:
-        """Validate the type-specific settings; raises pydantic.ValidationError."""
-        return cls.Config.model_validate(definition.settings())
+    def from_definition(cls, definition: ElementDefinition) -> Self:
+        """The element with its type-specific settings validated; raises pydantic.ValidationError."""
+        config: Any = cls.Config.model_validate(definition.settings())  # an instance of C, by __init_subclass__
+        return cls(definition, config)
 
-    @classmethod
-    def check(cls, definition: ElementDefinition, config: BaseModel, settings: Settings) -> list[tuple[str, str]]:
+    def check(self, settings: Settings) -> list[tuple[str, str]]:
         """Extra problems as `(sub_path, message)`; `sub_path` is relative to the element."""
         return []
 
@@ -132,3 +148,6 @@ class ElementBase:
 
     async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any] | ElementResult:
         raise NotImplementedError
+
+
+AnyElement = ElementBase[Any]
