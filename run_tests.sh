@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Sets up .venv if needed, then lints and runs the whole test suite. Exits non-zero on any failure.
+# Sets up .venv if needed, then lints, type-checks (mypy, strict), checks the import layers
+# (lint-imports) and runs the whole test suite. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")"
 ./setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
+.venv/bin/lint-imports --no-cache
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

@@ -23,6 +23,7 @@ from ray import serve
 
 from actors.directory import ensure_actors
 from actors.names import coordinator_index, get_streamer
+from actors.ray_types import remote_view
 from actors.sandbox import SandboxActorClient
 from engine.contracts import CancelOutcome, RunSnapshot, SubmitOutcome
 from engine.logging_setup import configure_logging
@@ -169,4 +170,4 @@ class FlowExecutorIngress:
         return answer["snapshot"]
 
 
-app = FlowExecutorIngress.bind()
+app = remote_view(FlowExecutorIngress).bind()

@@ -11,13 +11,14 @@ from typing import Any
 
 from actors.coordinator import FlowCoordinator
 from actors.names import ACTOR_OPTIONS, STREAMER_NAME, coordinator_name
+from actors.ray_types import remote_view
 from actors.streamer import Backend2Streamer
 
 
 def ensure_actors(coordinator_count: int) -> list[Any]:
     """The coordinators, creating them and the streamer when missing."""
-    Backend2Streamer.options(name=STREAMER_NAME, **ACTOR_OPTIONS).remote()
+    remote_view(Backend2Streamer).options(name=STREAMER_NAME, **ACTOR_OPTIONS).remote()
     return [
-        FlowCoordinator.options(name=coordinator_name(i), **ACTOR_OPTIONS).remote(i, coordinator_count)
+        remote_view(FlowCoordinator).options(name=coordinator_name(i), **ACTOR_OPTIONS).remote(i, coordinator_count)
         for i in range(coordinator_count)
     ]

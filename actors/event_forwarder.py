@@ -98,7 +98,7 @@ class EventOutbox:
     def __init__(self, streamer: Any):
         self._streamer = streamer
         self._pending: dict[str, _Pending] = {}
-        self._flush: asyncio.Task | None = None
+        self._flush: asyncio.Task[None] | None = None
         self._sent_final: dict[str, asyncio.Future[None]] = {}
 
     def forwarder(self, flow_id: str, url: str) -> EventForwarder:

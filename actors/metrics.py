@@ -14,6 +14,8 @@ from typing import Any
 
 from ray.util import metrics
 
+from engine.contracts import RunSnapshot
+
 log = logging.getLogger(__name__)
 
 _DURATION_BOUNDARIES_MS = [0.1, 0.5, 1, 5, 10, 50, 100, 500, 1000, 5000, 30000]
@@ -49,11 +51,11 @@ def flow_started() -> None:
     _safely(lambda: _metrics()["started"].inc())
 
 
-def flow_completed(snapshot: dict[str, Any]) -> None:
+def flow_completed(snapshot: RunSnapshot) -> None:
     def record() -> None:
         _metrics()["completed"].inc(tags={"status": snapshot["status"]})
         for element in snapshot["elements"].values():
-            if element.get("duration_ms") is not None:
+            if element["duration_ms"] is not None:
                 _metrics()["element_ms"].observe(element["duration_ms"], tags={"type": element["type"]})
 
     _safely(record)

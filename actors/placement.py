@@ -22,7 +22,6 @@ from engine.element import AnyElement, ElementContext, ElementResult, Placement
 from engine.scheduler import as_result
 
 
-@ray.remote(num_cpus=1, max_retries=0)
 def run_element_task(element: AnyElement, inputs: dict[str, Any], flow_id: str, element_id: str) -> ElementResult:
     """A CPU-heavy element in a Ray worker of its own (no chunk streaming from here)."""
     from engine.settings import get_settings
@@ -33,15 +32,19 @@ def run_element_task(element: AnyElement, inputs: dict[str, Any], flow_id: str, 
     return as_result(asyncio.run(element.execute(inputs, ctx)))
 
 
+_remote_task = ray.remote(num_cpus=1, max_retries=0)(run_element_task)
+
+
 class RayInvoker:
     async def invoke(self, element: AnyElement, inputs: dict[str, Any], ctx: ElementContext) -> ElementResult:
         if element.placement is not Placement.TASK:
             return as_result(await element.execute(inputs, ctx))
-        ref = run_element_task.options(name=f"{ctx.flow_id}/{ctx.element_id}").remote(
+        ref = _remote_task.options(name=f"{ctx.flow_id}/{ctx.element_id}").remote(
             element, inputs, ctx.flow_id, ctx.element_id
         )
         try:
-            return await ref
+            result: ElementResult = await ref
+            return result
         except asyncio.CancelledError:
             ray.cancel(ref, force=True)
             raise

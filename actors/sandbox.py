@@ -27,6 +27,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from actors.names import ACTOR_OPTIONS, SANDBOX_NAME
+from actors.ray_types import remote_view
 from engine.errors import ElementError
 from engine.settings import Settings
 from services.sandbox.client import SandboxClient, SandboxError
@@ -75,7 +76,7 @@ class SandboxActorClient:
     @property
     def actor(self) -> Any:
         if self._actor is None:
-            self._actor = SandboxActor.options(**self._options).remote()
+            self._actor = remote_view(SandboxActor).options(**self._options).remote()
         return self._actor
 
     async def run(
@@ -93,7 +94,8 @@ class SandboxActorClient:
         method = self.actor.run.options(name=label) if label else self.actor.run
         ref = method.remote(code, inputs, {**limits, "label": label})  # the label's flow id: fair slots
         try:
-            return await ref
+            outputs: dict[str, Any] = await ref
+            return outputs
         except asyncio.CancelledError:
             ray.cancel(ref)
             raise

@@ -55,7 +55,7 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,7 +98,7 @@ class OutboundRefused(ConnectionError):
 @dataclass
 class _Ack:
     seq: int
-    pong: Awaitable[float]
+    pong: asyncio.Future[float]  # resolved by the pong that answers the burst's ping
     sent_at: float
 
 
@@ -107,7 +107,7 @@ class _Delivery:
     log: FlowEventLog
     destination: Destination | None = None  # None: the URL is not acceptable
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task | None = None
+    task: asyncio.Task[None] | None = None
     connection: ClientConnection | None = None
     reconnects: int = 0
     attempts: int = 0  # connection attempts made (resolved, checked, connected or not)
@@ -127,7 +127,7 @@ def describe_error(exc: BaseException, url: str) -> str:
 
 def backoff_delay(attempt: int) -> float:
     """Exponential, capped, with jitter (50-100 % of the nominal delay)."""
-    nominal = min(RECONNECT_FIRST_DELAY * 2 ** min(attempt, 16), RECONNECT_MAX_DELAY)
+    nominal = min(RECONNECT_FIRST_DELAY * 2.0 ** min(attempt, 16), RECONNECT_MAX_DELAY)
     return nominal * random.uniform(0.5, 1.0)
 
 
@@ -155,22 +155,21 @@ class StreamerCore:
         )
         self.flows: dict[str, _Delivery] = {}
         self.memory = MemoryReclaimer()
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     # -- API ------------------------------------------------------------------------------
 
     async def publish(self, flow_id: str, url: str, messages: list[Message] | bytes, final: bool = False) -> None:
-        if isinstance(messages, bytes | bytearray):
-            messages = json.loads(messages)
-        if not messages:
+        batch: list[Message] = json.loads(messages) if isinstance(messages, bytes | bytearray) else messages
+        if not batch:
             if final:
                 await self.finish(flow_id)
             return
         delivery = self.flows.get(flow_id)
-        if delivery is None or (delivery.log.finished and messages[0]["seq"] == 1):
+        if delivery is None or (delivery.log.finished and batch[0]["seq"] == 1):
             delivery = self._open(flow_id, url)
         dropped_before = delivery.log.dropped
-        self.logs.add(delivery.log, messages, time.monotonic())
+        self.logs.add(delivery.log, batch, time.monotonic())
         metrics.events_dropped(delivery.log.dropped - dropped_before)
         if final:
             delivery.log.finish(time.monotonic())
@@ -357,9 +356,10 @@ class StreamerCore:
         if not infos:
             raise OSError(f"{destination.host} resolves to no address")
         for *_, sockaddr in infos:
-            reason = self.policy.check_address(destination, sockaddr[0])
+            address = str(sockaddr[0])  # an IPv4 or IPv6 address: a TCP lookup gives no other family
+            reason = self.policy.check_address(destination, address)
             if reason is not None:
-                raise OutboundRefused(f"{destination.host} resolves to {sockaddr[0]}: {reason}")
+                raise OutboundRefused(f"{destination.host} resolves to {address}: {reason}")
         error: BaseException | None = None
         for family, kind, proto, _, sockaddr in infos:
             sock = socket.socket(family, kind, proto)
@@ -385,7 +385,7 @@ class StreamerCore:
         for message in batch:
             await connection.send(encode_event(message))
         event_log.mark_sent(batch[-1]["seq"])
-        pong = await connection.ping()
+        pong = asyncio.ensure_future(await connection.ping())  # the future itself (ping returns one)
         acks.append(_Ack(event_log.sent_seq, pong, time.monotonic()))
         return True
 
@@ -401,14 +401,14 @@ class StreamerCore:
                 delivery.progress_at = now
                 metrics.events_delivered(newly)
 
-    async def _wait(self, delivery: _Delivery, acks: deque[_Ack], closed: asyncio.Future) -> None:
+    async def _wait(self, delivery: _Delivery, acks: deque[_Ack], closed: asyncio.Future[None]) -> None:
         """Until new events, a pong, a closed connection, an ack timeout or a gap to skip."""
         deadlines = [delivery.log.gap_deadline()]
         if acks:
             deadlines.append(acks[0].sent_at + self.ack_timeout)
         deadline = min((d for d in deadlines if d is not None), default=None)
         woken = asyncio.ensure_future(delivery.wake.wait())
-        waiting = {woken, closed, *([asyncio.ensure_future(acks[0].pong)] if acks else [])}
+        waiting: set[asyncio.Future[Any]] = {woken, closed, *([acks[0].pong] if acks else [])}
         timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
         try:
             await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

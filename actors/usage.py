@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import gc
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
@@ -33,7 +34,7 @@ def process_usage() -> dict[str, int]:
     }
 
 
-def _malloc_trim():
+def _malloc_trim() -> Callable[[int], int] | None:
     name = ctypes.util.find_library("c")
     try:
         return ctypes.CDLL(name).malloc_trim if name else None

@@ -1,4 +1,4 @@
-"""Bedrock token relay through services/bedrock.py, against the fake Bedrock in its own process.
+"""Bedrock token relay through services/bedrock/, against the fake Bedrock in its own process.
 
 - relay latency: the fake stamps each delta with `time.monotonic_ns()` (system-wide clock) just
   before sending its frame; the time until `generate_text` hands it to the callback on the

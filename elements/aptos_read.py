@@ -51,11 +51,11 @@ class AptosReadElement(ElementBase[AptosReadConfig]):
     type_name = "aptos_read"
     placement = Placement.IO
 
-    def _address(self, inputs: dict[str, Any]) -> Any:
+    def _address(self, inputs: dict[str, Any]) -> str:
         value = inputs.get(self.config.address_input, self.config.address)
         if value is None:
             raise invalid("address", f"give it in config or as input '{self.config.address_input}'")
-        return parse_address(value, "address")
+        return str(parse_address(value, "address"))
 
     async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
         op = self.config.operation
@@ -64,42 +64,40 @@ class AptosReadElement(ElementBase[AptosReadConfig]):
         if op == "transaction":
             return await self._transaction(inputs, ctx)
         address = self._address(inputs)
-        aptos = ctx.service("aptos")
+        aptos = ctx.services.aptos
         if op == "account":
-            info = await aptos.call(f"account {address}", aptos.client.account(address))
+            info = await aptos.account(address)
             return {
-                "address": str(address),
-                "sequence_number": int(info["sequence_number"]),
-                "authentication_key": info["authentication_key"],
+                "address": address,
+                "sequence_number": info.sequence_number,
+                "authentication_key": info.authentication_key,
             }
         if op == "balance":
             coin = self.config.coin_type
             parse_type_tag(coin, "coin_type")
-            balance = await aptos.call(f"balance of {address}", aptos.client.account_balance(address, coin_type=coin))
-            return {"address": str(address), "balance": int(balance), "coin_type": coin}
+            balance = await aptos.balance(address, coin)
+            return {"address": address, "balance": balance, "coin_type": coin}
         if op == "resource":
-            resource = await aptos.call(
-                f"resource {self.config.resource_type} of {address}",
-                aptos.client.account_resource(address, self.config.resource_type),
-            )
-            return {"address": str(address), "resource": resource, "data": resource.get("data", {})}
-        resources = await aptos.call(f"resources of {address}", aptos.client.account_resources(address))
-        return {"address": str(address), "resources": resources, "count": len(resources)}
+            assert self.config.resource_type is not None  # the config's validator requires it
+            resource = await aptos.resource(address, self.config.resource_type)
+            return {"address": address, "resource": resource, "data": resource.get("data", {})}
+        resources = await aptos.resources(address)
+        return {"address": address, "resources": resources, "count": len(resources)}
 
     async def _view(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
         arguments = inputs.get(self.config.arguments_input) if self.config.arguments_input else None
         arguments = self.config.arguments if arguments is None else arguments
         if not isinstance(arguments, list):
             raise invalid("arguments", "must be a list")
-        result = await ctx.service("aptos").view(self.config.function, self.config.type_arguments, arguments)
+        assert self.config.function is not None  # the config's validator requires it
+        result = await ctx.services.aptos.view(self.config.function, self.config.type_arguments, arguments)
         return {"result": result, "value": result[0] if isinstance(result, list) and len(result) == 1 else result}
 
     async def _transaction(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
         tx_hash = inputs.get(self.config.hash_input, self.config.transaction_hash)
         if not isinstance(tx_hash, str) or not tx_hash.startswith("0x"):
             raise invalid("transaction_hash", f"needs a 0x… hash in config or input '{self.config.hash_input}'")
-        aptos = ctx.service("aptos")
-        transaction = await aptos.call(f"transaction {tx_hash}", aptos.client.transaction_by_hash(tx_hash))
+        transaction = await ctx.services.aptos.transaction(tx_hash)
         return {
             "transaction": transaction,
             "success": transaction.get("success"),

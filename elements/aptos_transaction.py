@@ -30,6 +30,7 @@ from elements.aptos_values import (
 )
 from engine.element import ElementBase, ElementContext, Placement
 from engine.errors import ElementError, TransientError
+from engine.ports import AptosNode, AptosSigner
 
 
 class TypedArgument(BaseModel):
@@ -92,71 +93,67 @@ class AptosTransactionElement(ElementBase[AptosTransactionConfig]):
         module, function = check_function_id(config.function)
         arguments, shown = self._arguments(inputs)
         tags = [parse_type_tag(t, f"type_arguments[{i}]") for i, t in enumerate(config.type_arguments)]
-        aptos = ctx.service("aptos")
-        submitting = config.submit
-        if submitting and not ctx.settings.aptos_allow_submit:
+        aptos = ctx.services.aptos
+        if config.submit and not ctx.settings.aptos_allow_submit:
             raise ElementError(
                 "submission is off on this server: set APTOS_ALLOW_SUBMIT=true (and keep submit: true)",
                 error_type="submit_disabled",
             )
-        account = aptos.account() if submitting else None
-        sender_value = str(account.address()) if account else inputs.get(config.sender_input, config.sender)
+        signer = aptos.signer() if config.submit else None
+        sender_value = signer.address() if signer else inputs.get(config.sender_input, config.sender)
         if sender_value is None:
             raise invalid("sender", f"give it in config or as input '{config.sender_input}'")
         sender = parse_address(sender_value, "sender")
         sequence = config.sequence_number
         if sequence is None:
-            sequence = await aptos.call(f"sequence number of {sender}", aptos.client.account_sequence_number(sender))
-        chain_id = (
-            config.chain_id if config.chain_id is not None else await aptos.call("chain id", aptos.client.chain_id())
-        )
+            sequence = await aptos.sequence_number(str(sender))
+        chain_id = config.chain_id if config.chain_id is not None else await aptos.chain_id()
         payload = TransactionPayload(EntryFunction.natural(module, function, tags, arguments))
         raw = RawTransaction(
             sender, sequence, payload, config.max_gas_amount, config.gas_unit_price,
             int(time.time()) + config.expiration_seconds, chain_id,
         )  # fmt: skip
+        raw_bcs = raw.to_bytes()
         outputs: dict[str, Any] = {
             "payload": {"function": config.function, "type_arguments": config.type_arguments, "arguments": shown},
-            "raw_transaction_bcs": "0x" + raw_bytes(raw).hex(),
+            "raw_transaction_bcs": "0x" + raw_bcs.hex(),
             "signing_message": "0x" + raw.keyed().hex(),
             "sender": str(sender),
             "sequence_number": sequence,
             "chain_id": chain_id,
         }
         if config.simulate:
-            outputs["simulation"] = await self._simulate(raw, account, aptos)
-        if submitting:
-            outputs.update(await self._submit(raw, account, aptos))
+            outputs["simulation"] = await self._simulate(raw, signer, aptos)
+        if signer is not None:
+            outputs.update(await self._submit(signer.sign(raw_bcs), aptos))
         return outputs
 
-    async def _simulate(self, raw: RawTransaction, account: Any, aptos: Any) -> dict[str, Any]:
-        if account is not None:
-            authenticator = account.sign_simulated_transaction(raw)
+    async def _simulate(self, raw: RawTransaction, signer: AptosSigner | None, aptos: AptosNode) -> dict[str, Any]:
+        if signer is not None:
+            signed = signer.sign_for_simulation(raw.to_bytes())
         elif self.config.public_key:
             try:
                 key = PublicKey.from_str(self.config.public_key)
             except Exception:
                 raise invalid("public_key", "is not an Ed25519 public key (hex)") from None
             authenticator = AccountAuthenticator(Ed25519Authenticator(key, Signature(b"\x00" * 64)))
+            signed = SignedTransaction(raw, authenticator).bytes()
         else:
             raise invalid("public_key", "simulation needs the sender's public key (or submit with a key)")
-        result = await aptos.call(
-            "simulation", aptos.client.simulate_bcs_transaction(SignedTransaction(raw, authenticator))
-        )
-        first = result[0] if isinstance(result, list) and result else {}
+        result = await aptos.simulate(signed)
+        first = result[0] if result else {}
         return {
             "success": bool(first.get("success")),
             "vm_status": first.get("vm_status"),
             "gas_used": int(first.get("gas_used", 0)),
         }
 
-    async def _submit(self, raw: RawTransaction, account: Any, aptos: Any) -> dict[str, Any]:
-        signed = SignedTransaction(raw, account.sign_transaction(raw))
-        tx_hash = await aptos.call("submission", aptos.client.submit_bcs_transaction(signed))
+    async def _submit(self, signed: bytes, aptos: AptosNode) -> dict[str, Any]:
+        tx_hash = await aptos.submit(signed)
         deadline = time.monotonic() + self.config.wait_seconds
         while True:
             try:
-                transaction = await aptos.call(f"transaction {tx_hash}", aptos.client.transaction_by_hash(tx_hash))
+                transaction = await aptos.transaction(tx_hash)
                 if transaction.get("type") != "pending_transaction":
                     break
             except ElementError as error:
@@ -172,11 +169,3 @@ class AptosTransactionElement(ElementBase[AptosTransactionConfig]):
             "status": transaction.get("vm_status"),
             "success": bool(transaction.get("success")),
         }
-
-
-def raw_bytes(raw: RawTransaction) -> bytes:
-    from aptos_sdk.bcs import Serializer
-
-    serializer = Serializer()
-    raw.serialize(serializer)
-    return serializer.output()

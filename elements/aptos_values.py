@@ -35,6 +35,7 @@ _PRIMITIVE_TAGS = {
     "bool": BoolTag, "u8": U8Tag, "u16": U16Tag, "u32": U32Tag, "u64": U64Tag, "u128": U128Tag,
     "u256": U256Tag, "address": AccountAddressTag,
 }  # fmt: skip
+Encoder = Callable[[Serializer, Any], None]  # writes one value's BCS
 
 
 class InvalidArgument(ElementError, ValueError):
@@ -74,10 +75,10 @@ def parse_type_tag(text: str, field: str) -> TypeTag:
         raise invalid(field, f"'{text}' is not a Move type like 0x1::aptos_coin::AptosCoin") from None
 
 
-def _uint_encoder(kind: str, field: str) -> Callable[[Any], tuple[Any, Callable]]:
+def _uint_encoder(kind: str, field: str) -> Callable[[Any], tuple[Any, Encoder]]:
     bits = _UINT_BITS[kind]
 
-    def encode(value: Any) -> tuple[Any, Callable]:
+    def encode(value: Any) -> tuple[Any, Encoder]:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise invalid(field, f"{kind} needs an integer, got {type(value).__name__}")
         try:
@@ -91,7 +92,7 @@ def _uint_encoder(kind: str, field: str) -> Callable[[Any], tuple[Any, Callable]
     return encode
 
 
-def _encoder(kind: str, field: str) -> Callable[[Any], tuple[Any, Callable]]:
+def _encoder(kind: str, field: str) -> Callable[[Any], tuple[Any, Encoder]]:
     kind = kind.strip()
     if kind in _UINT_BITS:
         return _uint_encoder(kind, field)
@@ -106,7 +107,7 @@ def _encoder(kind: str, field: str) -> Callable[[Any], tuple[Any, Callable]]:
     if kind.startswith("vector<") and kind.endswith(">"):
         inner = _encoder(kind[7:-1], field)
 
-        def encode_vector(values: Any) -> tuple[Any, Callable]:
+        def encode_vector(values: Any) -> tuple[Any, Encoder]:
             if not isinstance(values, list):
                 raise invalid(field, f"{kind} needs a list")
             encoded = [inner(v) for v in values]

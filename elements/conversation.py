@@ -2,17 +2,24 @@
 
 - `chat_input`: outputs `message`, read from the input named by `input_key` (default
   `message`; the start element passes `initial_inputs` on), else `default`, else an error.
-- `context_history`: reads a list of `{role, content}` (roles user/assistant/system) from the
-  input named by `input_key` (default `history`; absent = empty), keeps the last
-  `max_messages`, outputs `history` (list) and `history_text` (`role: content` lines).
+- `context_history`: reads a list of `{role, content}` (roles user/assistant/system, content a
+  string) from the input named by `input_key` (default `history`; absent = empty), keeps the
+  last `max_messages`, outputs `history` (list) and `history_text` (`role: content` lines). A
+  malformed item is an `input_invalid` error naming it (`history[3]`, `history[3].role`).
+  Turns are read with `engine.conversation.parse_turns`, the model `llm_text` /
+  `llm_structured` read their history with: roles go through its alias table (human → user;
+  ai, bot, model → assistant; any case) and are output canonical. Accepting the aliases was
+  chosen when the two were unified (this element used to refuse them while the LLM elements
+  took them). Unlike the LLM elements, it still wants `content` as a string.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.conversation import parse_turns
 from engine.element import ElementBase, ElementContext
 from engine.errors import InputValidationError
 
@@ -43,13 +50,6 @@ class ChatInputElement(ElementBase[ChatInputConfig]):
         return {"message": message}
 
 
-class Turn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["user", "assistant", "system"]
-    content: str
-
-
 class ContextHistoryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,16 +65,8 @@ class ContextHistoryElement(ElementBase[ContextHistoryConfig]):
         raw = inputs.get(self.config.input_key) or []
         if not isinstance(raw, list):
             raise InputValidationError(f"'{self.config.input_key}' must be a list of {{role, content}} objects")
-        turns = []
-        for index, item in enumerate(raw):
-            try:
-                turns.append(Turn.model_validate(item))
-            except ValueError:
-                raise InputValidationError(
-                    f"'{self.config.input_key}[{index}]' must be {{role: user|assistant|system, content: string}}"
-                ) from None
-        window = turns[-self.config.max_messages :]
+        window = parse_turns(raw, self.config.input_key)[-self.config.max_messages :]
         return {
-            "history": [turn.model_dump() for turn in window],
+            "history": [turn.to_dict() for turn in window],
             "history_text": "\n".join(f"{turn.role}: {turn.content}" for turn in window),
         }

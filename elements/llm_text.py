@@ -10,8 +10,8 @@ Contract:
 - Every text delta is relayed at once with `ctx.emit_chunk` (an `llm_chunk` event).
 - Outputs: `llm_output` (the full text, equal to the concatenated chunks), `usage`
   (`input_tokens`, `output_tokens`, `total_tokens`), `stop_reason`.
-- Cancellation closes the Bedrock stream at once (see services/bedrock.py); Bedrock failures
-  are element errors with the types listed there.
+- Cancellation closes the Bedrock stream at once (see services/bedrock/streaming.py); Bedrock
+  failures are element errors with the types listed in services/bedrock/errors.py.
 
 The prompt helpers and `LlmConfig` here are shared with `llm_structured`.
 """

@@ -52,5 +52,5 @@ class RandomGeneratorElement(ElementBase[RandomConfig]):
         if config.mode == "float":
             return {"value": rng.uniform(config.min, config.max)}
         if config.mode == "choice":
-            return {"value": rng.choice(config.choices)}
+            return {"value": rng.choice(config.choices or [])}  # never empty here: the config model checks
         return {"value": str(uuid.UUID(int=rng.getrandbits(128), version=4))}

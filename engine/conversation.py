@@ -1,22 +1,31 @@
-"""A conversation for an LLM call: history turns plus the prompt, in Bedrock Converse form.
+"""Conversations for LLM calls: the one model of a turn, and its Bedrock Converse form.
 
-Contract: `build_conversation(prompt, history, system_prompt)` returns `(system, messages)`:
-`history` is a list of `{role, content}` (roles user/human, assistant/ai/bot/model, system),
-`system` turns join the system prompt, turns of the same role in a row are merged (Converse
-wants them alternating), leading assistant turns are dropped (Converse starts with the user),
-blank turns are skipped and `prompt` is the last user turn. A malformed history is an
-`InputValidationError` naming the item.
+Contract:
+- A turn is `{role, content}`. `ROLE_ALIASES` is the one table of accepted roles, matched
+  without regard to case: user/human → `user`, assistant/ai/bot/model → `assistant`, `system`.
+  `parse_turns(items, name)` reads a list of such objects into `Turn`s with the canonical role;
+  anything else is an `InputValidationError` naming the item (`history[3]`, `history[3].role`).
+  `content` must be a string, unless `structured_content=True`: then any other JSON value
+  becomes its JSON text. Both the `context_history` element and `build_conversation` use it.
+- `build_conversation(prompt, history, system_prompt)` returns `(system, messages)`: `history`
+  is a list of turns (as context_history outputs; None = none; structured content allowed),
+  `system` turns join the system prompt, turns of the same role in a row are merged (Converse
+  wants them alternating), leading assistant turns are dropped (Converse starts with the user),
+  blank turns are skipped and `prompt` is the last user turn.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from engine.errors import InputValidationError
 
-_ROLES = {
+type Role = Literal["user", "assistant", "system"]
+
+ROLE_ALIASES: Mapping[str, Role] = {
     "user": "user",
     "human": "user",
     "assistant": "assistant",
@@ -25,6 +34,36 @@ _ROLES = {
     "model": "assistant",
     "system": "system",
 }
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of a conversation, its role canonical."""
+
+    role: Role
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+def parse_turns(items: list[Any], name: str, *, structured_content: bool = False) -> list[Turn]:
+    """`items` (the input called `name`) as turns; InputValidationError naming a malformed item."""
+    return [_parse_turn(item, f"{name}[{index}]", structured_content) for index, item in enumerate(items)]
+
+
+def _parse_turn(item: Any, where: str, structured_content: bool) -> Turn:
+    if not isinstance(item, Mapping) or "role" not in item or "content" not in item:
+        raise InputValidationError(f"'{where}' must be an object with 'role' and 'content'")
+    role = ROLE_ALIASES.get(str(item["role"]).lower())
+    if role is None:
+        raise InputValidationError(f"'{where}.role' is {item['role']!r}; use user, assistant or system")
+    content = item["content"]
+    if isinstance(content, str):
+        return Turn(role, content)
+    if not structured_content:
+        raise InputValidationError(f"'{where}.content' must be a string, got {type(content).__name__}")
+    return Turn(role, json.dumps(content, ensure_ascii=False, default=str))
 
 
 def build_conversation(
@@ -37,16 +76,15 @@ def build_conversation(
     turns are dropped (Converse starts with the user) and blank turns are skipped.
     """
     system = [system_prompt] if system_prompt else []
-    turns: list[tuple[str, str]] = []
-    for index, item in enumerate(_history_items(history, history_name)):
-        role, text = _history_turn(item, f"{history_name}[{index}]")
-        if not text.strip():
+    turns: list[Turn] = []
+    for turn in parse_turns(_history_items(history, history_name), history_name, structured_content=True):
+        if not turn.content.strip():
             continue
-        if role == "system":
-            system.append(text)
+        if turn.role == "system":
+            system.append(turn.content)
         else:
-            turns.append((role, text))
-    turns.append(("user", prompt))
+            turns.append(turn)
+    turns.append(Turn("user", prompt))
     return system, _merge_turns(turns)
 
 
@@ -61,27 +99,13 @@ def _history_items(history: Any, name: str) -> list[Any]:
     return history
 
 
-def _history_turn(item: Any, where: str) -> tuple[str, str]:
-    if not isinstance(item, Mapping) or "role" not in item or "content" not in item:
-        raise InputValidationError(f"'{where}' must be an object with 'role' and 'content'")
-    role = _ROLES.get(str(item["role"]).lower())
-    if role is None:
-        raise InputValidationError(f"'{where}.role' is {item['role']!r}; use user, assistant or system")
-    content = item["content"]
-    return role, content if isinstance(content, str) else _json_text(content)
-
-
-def _json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _merge_turns(turns: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def _merge_turns(turns: list[Turn]) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
-    for role, text in turns:
-        if not messages and role == "assistant":
+    for turn in turns:
+        if not messages and turn.role == "assistant":
             continue
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].append({"text": text})
+        if messages and messages[-1]["role"] == turn.role:
+            messages[-1]["content"].append({"text": turn.content})
         else:
-            messages.append({"role": role, "content": [{"text": text}]})
+            messages.append({"role": turn.role, "content": [{"text": turn.content}]})
     return messages

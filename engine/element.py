@@ -88,7 +88,7 @@ class ElementContext:
     element_id: str
     settings: Settings
     services: Services  # typed interfaces to Bedrock, Aptos and the sandbox; built lazily, per process
-    emit_chunk_event: Callable[[str, int], None] = field(default=lambda chunk, index: None)
+    emit_chunk_event: Callable[[str, int], object] = field(default=lambda chunk, index: None)
     _chunk_index: int = 0
 
     def emit_chunk(self, text: str) -> None:

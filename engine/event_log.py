@@ -54,7 +54,8 @@ _NESTED_VALUES = ("outputs", "inputs")  # `data` keys whose own values are repla
 
 
 def _seq_of(message: Message) -> int:
-    return message["seq"]
+    seq: int = message["seq"]
+    return seq
 
 
 def encode_event(message: Any) -> str:
@@ -108,7 +109,7 @@ def fit_event(message: Message, max_bytes: int, value_max_bytes: int) -> tuple[M
 
 
 def _envelope_only(message: Message, why: str) -> Message:
-    kept = {k: message[k] for k in ("type", "flow_id", "seq", "timestamp", "element_id") if k in message}
+    kept: Message = {k: message[k] for k in ("type", "flow_id", "seq", "timestamp", "element_id") if k in message}
     kept = {k: v if isinstance(v, int | float) or v is None else str(v)[:200] for k, v in kept.items()}
     kept["seq"] = message["seq"]
     kept["data"] = {"truncated": True, "error": {"error_type": "event_too_large", "message": why}}

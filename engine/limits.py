@@ -33,8 +33,8 @@ MAX_VALUE_DEPTH = 100
 MAX_EVENT_DEPTH = 2 * MAX_VALUE_DEPTH
 TOO_DEEP = "<nested too deeply>"
 
-_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C version when available
-_encode_str_ascii = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_encode_str = json.encoder.encode_basestring  # C version when available
+_encode_str_ascii = json.encoder.encode_basestring_ascii
 _CLOSED = -1  # stack marker (in place of a depth): the container with this id is finished
 
 

@@ -4,7 +4,7 @@ Contract: `ConverseRequest` is one call (model, Converse-form messages, system p
 inference parameters); `ToolSpec` a tool the model is forced to call; `StreamEnd` the last item
 of a streamed answer (full text, token usage, stop reason); `ToolReply` what a forced tool call
 returned. `to_kwargs` / `to_config` give their Bedrock Converse form. Elements build these; the
-service (`services.bedrock`) sends them.
+service (`services.bedrock`, behind `engine.ports.LlmService`) sends them.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ class InferenceParams:
     stop_sequences: Sequence[str] = ()
 
     def to_config(self) -> dict[str, Any]:
-        config = {"temperature": self.temperature, "maxTokens": self.max_tokens, "topP": self.top_p}
-        config = {key: value for key, value in config.items() if value is not None}
+        values = {"temperature": self.temperature, "maxTokens": self.max_tokens, "topP": self.top_p}
+        config: dict[str, Any] = {key: value for key, value in values.items() if value is not None}
         if self.stop_sequences:
             config["stopSequences"] = list(self.stop_sequences)
         return config

@@ -233,8 +233,8 @@ class FlowRun:
         if self.plan.elements[element_id].definition.on_error == "continue":
             self._settle(element_id, None)
         elif self._failure is None:
-            error = record.error or {"error_type": "element_error", "message": "failed"}
-            self._failure = {**error, "element_id": element_id}
+            failure = record.error or {"error_type": "element_error", "message": "failed"}
+            self._failure = {**failure, "element_id": element_id}
 
     # -- data movement ------------------------------------------------------------------------
 

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     aws_session_token: SecretStr | None = None
     bedrock_model_id: str = "anthropic.claude-3-haiku-20240307-v1:0"
     bedrock_endpoint_url: str | None = None
+    # Per process: botocore's attempts per Bedrock call (the first included), and the threads,
+    # hence concurrent Bedrock calls and streams, of the Bedrock service (see services.bedrock).
+    bedrock_max_attempts: int = Field(default=4, ge=1, le=20)
+    bedrock_max_concurrency: int = Field(default=1024, ge=1, le=8192)
 
     aptos_node_url: str = "https://testnet.aptoslabs.com"
     aptos_private_key: SecretStr | None = None

@@ -148,8 +148,10 @@ def _validate(body: bytes | str | Any, settings: Settings, registry: ElementRegi
         result.request = ExecuteRequest.model_validate(body)
     except ValidationError as exc:
         result.problems += _pydantic_problems(exc)
-    definition = result.request.flow_definition if result.request else _definition_alone(body)
-    if result.request is not None:
+    if result.request is None:
+        definition = _definition_alone(body)
+    else:
+        definition = result.request.flow_definition
         result.problems += _check_backend2_url(result.request.backend2_ws_url, settings)
         if result.request.flow_id != definition.flow_id:
             result.problems.append(

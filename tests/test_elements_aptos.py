@@ -230,3 +230,36 @@ async def test_private_key_appears_nowhere(aptos_node, caplog):
         assert bad not in raised.value.message and raised.value.error_type == "invalid_credentials"
     assert secret not in repr(out) and secret[2:] not in repr(out)
     assert all(secret[2:] not in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda aptos: aptos.account("not-an-address"),
+        lambda aptos: aptos.balance("0xZZ", "0x1::aptos_coin::AptosCoin"),
+        lambda aptos: aptos.simulate(b"\x01\x02"),
+        lambda aptos: aptos.submit(b""),
+    ],
+)
+async def test_the_node_refuses_values_that_do_not_parse_before_any_request(aptos_hub, aptos_node, call):
+    with pytest.raises(ElementError) as raised:
+        await call(aptos_hub.aptos)
+    assert raised.value.error_type == "invalid_argument"
+    assert aptos_node.requests == []
+
+
+async def test_the_signer_refuses_bytes_that_are_not_a_raw_transaction(aptos_node):
+    key = Account.generate()
+    hub = ServiceHub(aptos_settings(aptos_node, aptos_private_key=str(key.private_key)))
+    try:
+        signer = hub.aptos.signer()
+        assert signer.address() == str(key.address()) and hub.aptos.signer() is signer
+        with pytest.raises(ElementError) as raised:
+            signer.sign(b"\x00")
+        assert raised.value.error_type == "invalid_argument"
+    finally:
+        await hub.aclose()
+
+
+async def test_sequence_number_of_an_unknown_account_is_zero(aptos_hub, aptos_node):
+    assert await aptos_hub.aptos.sequence_number(ALICE) == 0

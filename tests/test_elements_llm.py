@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from elements.conversation import ContextHistoryElement
 from elements.llm_structured import LlmStructuredElement, tool_input_schema
 from elements.llm_text import LlmTextElement, placeholders, render_prompt
 from engine.element import ElementContext, Placement
-from engine.errors import ElementError, OutputValidationError, TransientError
+from engine.errors import ElementError, InputValidationError, OutputValidationError, TransientError
 from engine.models import ElementDefinition
 from services.bedrock import BedrockService
 from services.hub import ServiceHub
@@ -127,6 +128,33 @@ async def test_llm_text_history_becomes_messages(bedrock_hub, bedrock_server):
         {"role": "assistant", "content": [{"text": "Hello!"}]},
         {"role": "user", "content": [{"text": "What's up?"}]},
     ]
+
+
+async def test_context_history_and_llm_text_read_the_same_turns(bedrock_hub, bedrock_server):
+    """One conversation model: context_history accepts the role aliases llm_text accepts and
+    outputs them canonical, so its output means to llm_text what its input would have."""
+    history = [
+        {"role": "Human", "content": "Hi", "ts": 1},
+        {"role": "ai", "content": "Hello!"},
+        {"role": "SYSTEM", "content": "Extra rule."},
+    ]
+    context_history = ContextHistoryElement.from_definition(
+        ElementDefinition.model_validate({"type": "context_history", "element_id": "ctx"})
+    )
+    out = await context_history.execute({"history": history}, context(bedrock_hub))
+    assert out["history"] == [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "system", "content": "Extra rule."},
+    ]
+    assert out["history_text"] == "user: Hi\nassistant: Hello!\nsystem: Extra rule."
+    element = make(LlmTextElement, wrapper_prompt="{message}")
+    for given in (history, out["history"]):
+        await element.execute({"message": "What's up?", "history": given}, context(bedrock_hub))
+    first, second = (recorded.body for recorded in bedrock_server.requests)
+    assert first == second
+    with pytest.raises(InputValidationError, match=r"history\[0\]\.content' must be a string"):
+        await context_history.execute({"history": [{"role": "user", "content": {"k": 1}}]}, context(bedrock_hub))
 
 
 async def test_missing_placeholder_names_it(bedrock_hub, bedrock_server):

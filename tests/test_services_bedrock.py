@@ -1,4 +1,4 @@
-"""services/bedrock.py against the fake Bedrock server: streaming relay, cancellation, error
+"""services/bedrock/ against the fake Bedrock server: streaming relay, cancellation, error
 mapping, credentials, concurrency and secret hygiene. botocore parses the fake's frames as it
 parses AWS; nothing in boto3 is patched."""
 
@@ -11,9 +11,10 @@ from contextlib import aclosing
 
 import pytest
 
-from engine.conversation import build_conversation
+from engine.conversation import build_conversation, parse_turns
 from engine.errors import ConfigurationError, ElementError, InputValidationError, TransientError
 from engine.llm import ConverseRequest, InferenceParams, StreamEnd, ToolSpec
+from engine.settings import Settings
 from services.bedrock import BedrockService
 from services.hub import ServiceHub
 from tests.fakes.bedrock_server import FakeBedrock
@@ -72,6 +73,15 @@ def test_build_conversation_rejects_bad_history(history, fragment):
     with pytest.raises(InputValidationError) as info:
         build_conversation("p", history)
     assert fragment in info.value.message
+
+
+def test_parse_turns_accepts_role_aliases_in_any_case():
+    turns = parse_turns([{"role": r, "content": "x"} for r in ("Human", "BOT", "model", "ai", "system")], "h")
+    assert [turn.role for turn in turns] == ["user", "assistant", "assistant", "assistant", "system"]
+    with pytest.raises(InputValidationError, match=r"'h\[0\]\.content' must be a string, got dict"):
+        parse_turns([{"role": "user", "content": {"a": 1}}], "h")
+    [turn] = parse_turns([{"role": "user", "content": {"a": 1}}], "h", structured_content=True)
+    assert turn.content == '{"a": 1}'
 
 
 def test_request_kwargs_shape():
@@ -219,6 +229,25 @@ async def test_error_frame_mid_stream_is_a_model_error(service, bedrock_server):
     assert seen == ["a", "b"]
     assert info.value.error_type == "model_error"
     assert "modelStreamErrorException" in info.value.message
+
+
+async def test_max_attempts_and_concurrency_come_from_settings(bedrock_server, monkeypatch):
+    monkeypatch.setenv("BEDROCK_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("BEDROCK_MAX_CONCURRENCY", "8")
+    from_env = Settings(_env_file=None)
+    assert (from_env.bedrock_max_attempts, from_env.bedrock_max_concurrency) == (3, 8)
+    for bad in ({"bedrock_max_attempts": 0}, {"bedrock_max_concurrency": 0}, {"bedrock_max_attempts": 1000}):
+        with pytest.raises(ValueError):
+            fake_bedrock_settings(bedrock_server.url, **bad)
+    service = BedrockService(fake_bedrock_settings(bedrock_server.url, bedrock_max_attempts=2))
+    assert (service.max_attempts, service.max_workers) == (2, 8)
+    bedrock_server.fail_next("throttle", 2)
+    try:
+        with pytest.raises(TransientError):
+            await _call(service, "tool")
+    finally:
+        service.close()
+    assert len(bedrock_server.requests) == 2
 
 
 async def test_unreachable_endpoint_is_a_transient_network_error(bedrock_server):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,16 +25,19 @@ from engine.settings import get_settings
 from engine.validation import json_path
 from web.schemas import problems_body
 
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
 OPEN_PATHS = frozenset({"/health"})
 
 
 class BearerAuth:
     """Pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware)."""
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             keys = get_settings().caller_keys()
             caller = _caller(scope, keys) if keys else ""
@@ -43,21 +48,23 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def _route(scope) -> str:
+def _route(scope: Scope) -> str:
     """The path within the app (a deployment under a route prefix sees it in `root_path`)."""
-    path, root = scope["path"], scope.get("root_path", "")
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root) else path
 
 
-def _bearer_token(scope) -> bytes | None:
-    for name, value in scope.get("headers", []):
+def _bearer_token(scope: Scope) -> bytes | None:
+    headers: Iterable[tuple[bytes, bytes]] = scope.get("headers", [])  # ASGI: lower-case names, raw values
+    for name, value in headers:
         if name == b"authorization":
             scheme, _, token = value.partition(b" ")
             return token.strip() if scheme.lower() == b"bearer" else None
     return None
 
 
-def _caller(scope, keys: dict[str, str]) -> str | None:
+def _caller(scope: Scope, keys: dict[str, str]) -> str | None:
     """The name of the key the request's bearer token matches, or None."""
     token = _bearer_token(scope)
     if token is None:
@@ -69,7 +76,7 @@ def _caller(scope, keys: dict[str, str]) -> str | None:
     return found
 
 
-async def _reject(send) -> None:
+async def _reject(send: Send) -> None:
     body = json.dumps({"detail": "missing or invalid bearer token"}).encode()
     headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
     await send({"type": "http.response.start", "status": 401, "headers": headers})
@@ -89,4 +96,4 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 def install(app: FastAPI) -> None:
     app.add_middleware(BearerAuth)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.exception_handler(RequestValidationError)(_validation_error)  # typed for this one exception class

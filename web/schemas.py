@@ -11,6 +11,7 @@ validation already bounded pass unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, NotRequired
 
 from pydantic import BaseModel
@@ -51,7 +52,7 @@ class EventsOut(BaseModel):
     events: list[EventMessage]
 
 
-def problems_body(detail: str, problems: list[dict[str, Any]]) -> dict[str, Any]:
+def problems_body(detail: str, problems: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     given = [
         Problem(
             str(p.get("path", "$")), str(p.get("message", "")), "warning" if p.get("severity") == "warning" else "error"

@@ -39,12 +39,15 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ElementError, ElementTimeout
 from engine.limits import MAX_VALUE_DEPTH, depth_exceeds, describe_size, measure
 from services.sandbox import protocol
 from services.sandbox.slots import FairSlots
+
+if TYPE_CHECKING:
+    from services.sandbox.protocol import Answer
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 OUTPUT_LIMIT = 1_000_000  # bytes of JSON
@@ -110,10 +113,11 @@ def check_outputs(outputs: Any) -> None:
         )
 
 
-def decode_answer(body: bytes) -> dict[str, Any]:
+def decode_answer(body: bytes) -> Answer:
     """A frame from the server; one too deep to decode becomes that run's `output_invalid`."""
     try:
-        return json.loads(body)
+        answer: Answer = json.loads(body)
+        return answer
     except RecursionError:
         found = _ANSWER_ID.match(body)
         if found is None:
@@ -128,7 +132,7 @@ def _kill_group(leader: int) -> None:
         os.killpg(leader, signal.SIGKILL)
 
 
-def _raise_for(answer: dict[str, Any]) -> None:
+def _raise_for(answer: Answer) -> None:
     error_type = answer.get("error_type", "code_error")
     message = answer.get("message", "the code failed")
     if error_type == "timeout":
@@ -146,8 +150,8 @@ class SandboxClient:
         self.isolation_log: list[str] = []
         self._process: asyncio.subprocess.Process | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._reader: asyncio.Task | None = None
-        self._waiting: dict[str, asyncio.Future] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._waiting: dict[str, asyncio.Future[Answer]] = {}
         self._ids = itertools.count(1)
         self._lock: asyncio.Lock | None = None
         self._slots: FairSlots | None = None
@@ -188,7 +192,7 @@ class SandboxClient:
             return process
 
     @staticmethod
-    async def _read_frame(process: asyncio.subprocess.Process) -> dict[str, Any]:
+    async def _read_frame(process: asyncio.subprocess.Process) -> Answer:
         assert process.stdout is not None
         (size,) = protocol.HEADER.unpack(await process.stdout.readexactly(protocol.HEADER.size))
         return decode_answer(await process.stdout.readexactly(size))
@@ -197,7 +201,8 @@ class SandboxClient:
         try:
             while True:
                 answer = await self._read_frame(process)
-                future = self._waiting.pop(answer.get("id"), None)
+                run_id = answer.get("id")
+                future = self._waiting.pop(run_id, None) if run_id is not None else None
                 if future is not None and not future.done():
                     future.set_result(answer)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
@@ -254,7 +259,7 @@ class SandboxClient:
 
     async def _send_and_wait(
         self, code: str, inputs: dict[str, Any], limits: dict[str, Any], output_limit: int, print_limit: int
-    ) -> dict[str, Any]:
+    ) -> Answer:
         """One run through the server, holding a slot: its answer (or the error that ended the wait)."""
         run_id = f"run-{next(self._ids)}"
         sizes = {"output_limit": output_limit, "print_limit": print_limit}
@@ -265,7 +270,7 @@ class SandboxClient:
         _check_frame(len(frame) - protocol.HEADER.size, "the run request (code and inputs) is")
         timeout = limits["timeout"]
         process = await self._server()  # then no await until the run is sent: the reader sees it
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiting[run_id] = future
         try:
             self._send(process, frame)

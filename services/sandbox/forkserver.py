@@ -142,7 +142,7 @@ class Broker:
     def handshake(self) -> dict[str, Any]:
         """Map the template's uids if it asks, then its report of the active level."""
         while True:
-            message = json.loads(self.sock.recv(1 << 16) or b"null")
+            message: dict[str, Any] | None = json.loads(self.sock.recv(1 << 16) or b"null")
             if message is None:
                 raise SystemExit("the template died while starting")
             if not message.get("unshared"):
@@ -295,6 +295,7 @@ class Broker:
             self.settle(run)
 
     def feed(self, run: _Run) -> None:
+        assert run.request_fd is not None  # watched (so fed) only while open
         try:
             run.written += os.write(run.request_fd, run.payload[run.written : run.written + (1 << 20)])
         except BlockingIOError:
@@ -307,6 +308,7 @@ class Broker:
             run.payload = b""
 
     def on_answer_data(self, run: _Run) -> None:
+        assert run.answer_fd is not None  # watched (so read) only while open
         chunk = os.read(run.answer_fd, 1 << 16)
         if chunk:
             run.data += chunk
@@ -426,7 +428,7 @@ def main() -> None:
     template.serve_template(template_end, devnull, level_request, unrestricted)
 
 
-assert child.serve_run  # imported here so that the template has it before it is isolated
+assert callable(child.serve_run)  # imported here so that the template has it before it is isolated
 
 if __name__ == "__main__":
     main()

@@ -59,13 +59,24 @@ from types import (
     ModuleType,
     TracebackType,
 )
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from RestrictedPython import safe_builtins
 from RestrictedPython.Guards import raise_, safer_getattr
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
 from services.sandbox.modules import Forbidden, ModuleProxy, guarded_import
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Protocol
+
+    class _BoundSuper(Protocol):
+        """A `super()` proxy's attributes, which typeshed's `super` does not declare."""
+
+        __self__: Any  # the object (or class) the proxy is bound to
+        __thisclass__: type  # the class whose successors in the MRO the proxy searches
+
 
 _MISSING = object()
 _USER_CLASS = "_sandbox_user_class"  # marker set on classes the snippet defines (unreachable: `_` name)
@@ -137,7 +148,7 @@ def vet(value: Any) -> Any:
 
 def _subject(obj: Any) -> Any:
     """What an attribute read is really about: for `super()` proxies, the object they are bound to."""
-    return obj.__self__ if isinstance(obj, super) else obj
+    return cast("_BoundSuper", obj).__self__ if isinstance(obj, super) else obj
 
 
 def _refuse_name(subject: Any, name: str) -> None:
@@ -159,7 +170,8 @@ def _definer(obj: Any, subject: Any, name: str) -> type | None:
     """The class where reading `name` through `obj` finds it (a `super()` proxy skips ahead)."""
     mro = (subject if isinstance(subject, type) else type(subject)).__mro__
     if isinstance(obj, super):
-        mro = mro[mro.index(obj.__thisclass__) + 1 :] if obj.__thisclass__ in mro else ()
+        start = cast("_BoundSuper", obj).__thisclass__
+        mro = mro[mro.index(start) + 1 :] if start in mro else ()
     return next((k for k in mro if name in vars(k)), None)
 
 
@@ -186,7 +198,7 @@ def _exception_attribute(obj: Any, subject: Any, name: str) -> Any:
 
 def guarded_getattr(obj: Any, name: str, default: Any = _MISSING) -> Any:
     if name == "__init__" and isinstance(obj, super):  # super().__init__(...) in user classes
-        return obj.__init__
+        return getattr(obj, name)
     subject = _subject(obj)
     _refuse_name(subject, name)
     try:
@@ -225,7 +237,7 @@ def guarded_getitem(obj: Any, key: Any) -> Any:
     return vet(obj[key])
 
 
-_INPLACE = {
+_INPLACE: dict[str, Callable[[Any, Any], Any]] = {
     "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
     "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "<<=": operator.ilshift,
     ">>=": operator.irshift, "&=": operator.iand, "|=": operator.ior, "^=": operator.ixor,
@@ -251,7 +263,7 @@ def build_class(func: Any, name: str, *bases: Any, **keywords: Any) -> type:
     """`__build_class__`: RestrictedPython passes `metaclass=__metaclass__` (= type); nothing else."""
     if keywords != {"metaclass": type}:
         raise Forbidden("class keywords (metaclass=…) are not allowed")
-    cls = builtins.__build_class__(func, name, *bases, **keywords)
+    cls: type = builtins.__build_class__(func, name, *bases, **keywords)
     setattr(cls, _USER_CLASS, True)
     return cls
 

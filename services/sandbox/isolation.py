@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 try:
     import pyseccomp
 except (ImportError, OSError):  # no libseccomp: no seccomp layer
-    pyseccomp = None  # type: ignore[assignment]
+    pyseccomp = None
 
 NAMESPACES = "namespaces+seccomp"
 LANDLOCK = "landlock+seccomp"
@@ -170,7 +170,7 @@ def enter_empty_root() -> None:
 
 def landlock_abi() -> int:
     """The Landlock ABI version of the kernel, 0 if Landlock is unavailable."""
-    result = _libc.syscall(_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), _LANDLOCK_CREATE_RULESET_VERSION)
+    result: int = _libc.syscall(_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), _LANDLOCK_CREATE_RULESET_VERSION)
     return max(result, 0)
 
 

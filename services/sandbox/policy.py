@@ -24,13 +24,28 @@ import ast
 import re
 import warnings
 from types import CodeType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from RestrictedPython import compile_restricted
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 from RestrictedPython.transformer import IOPERATOR_TO_STR, RestrictingNodeTransformer
 
 from services.sandbox import guards
+
+if TYPE_CHECKING:
+
+    class _RestrictingNodeTransformer(ast.NodeTransformer):
+        """What this module uses of RestrictedPython's transformer (untyped here: see the mypy
+        overrides in pyproject.toml), so that the class below does not subclass `Any`."""
+
+        errors: list[str]
+
+        def node_contents_visit[N: ast.AST](self, node: N) -> N: ...
+        def visit_Attribute(self, node: ast.Attribute) -> Any: ...
+        def visit_AugAssign(self, node: ast.AugAssign) -> Any: ...
+
+else:
+    _RestrictingNodeTransformer = RestrictingNodeTransformer
 
 FILENAME = "<custom_code>"
 MAX_MESSAGE_CHARS = 4000
@@ -67,7 +82,7 @@ def _is_super_init(node: ast.Attribute) -> bool:
     )
 
 
-class SandboxTransformer(RestrictingNodeTransformer):
+class SandboxTransformer(_RestrictingNodeTransformer):
     """RestrictedPython's policy, plus `x[k] op= v` / `x.a op= v` through `_aug_item_` / `_aug_attr_`,
     and `super().__init__` (read through `_getattr_`, which allows it on `super` objects only)."""
 
@@ -85,16 +100,16 @@ class SandboxTransformer(RestrictingNodeTransformer):
         node = self.node_contents_visit(node)  # the target becomes `_write_(obj)[…]` / `_write_(obj).attr`
         if self.errors:
             return node
-        obj = node.target.value.args[0]
+        written = node.target
+        assert isinstance(written, ast.Subscript | ast.Attribute) and isinstance(written.value, ast.Call)
+        obj = written.value.args[0]
         op = ast.Constant(IOPERATOR_TO_STR[type(node.op)])
-        if isinstance(node.target, ast.Subscript):
+        if isinstance(written, ast.Subscript):
             call = ast.Call(
-                ast.Name("_aug_item_", ast.Load()), [obj, _as_expression(node.target.slice), op, node.value], []
+                ast.Name("_aug_item_", ast.Load()), [obj, _as_expression(written.slice), op, node.value], []
             )
         else:
-            call = ast.Call(
-                ast.Name("_aug_attr_", ast.Load()), [obj, ast.Constant(node.target.attr), op, node.value], []
-            )
+            call = ast.Call(ast.Name("_aug_attr_", ast.Load()), [obj, ast.Constant(written.attr), op, node.value], [])
         statement = ast.Expr(call)
         ast.copy_location(statement, node)
         ast.fix_missing_locations(statement)
@@ -115,7 +130,8 @@ def compile_user_code(code: str) -> CodeType:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # RestrictedPython warns about `printed` never being read
-            return compile_restricted(code, filename=FILENAME, mode="exec", policy=SandboxTransformer)
+            compiled: CodeType = compile_restricted(code, filename=FILENAME, mode="exec", policy=SandboxTransformer)
+            return compiled
     except SyntaxError as exc:
         messages = exc.msg if isinstance(exc.msg, tuple | list) else (f"Line {exc.lineno}: {exc.msg}",)
         text = "; ".join(filter(None, (_first_line(str(m)) for m in messages)))
