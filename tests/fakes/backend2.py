@@ -61,6 +61,8 @@ class FakeBackend2:
         self.stop()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     async def _handle(self, connection: ServerConnection) -> None:
         path = connection.request.path

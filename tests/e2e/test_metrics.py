@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from tests.test_service_e2e import post, seed_flow
+from tests.e2e.test_e2e import post, seed_flow
 
 pytestmark = pytest.mark.ray
 

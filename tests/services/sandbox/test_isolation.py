@@ -261,3 +261,4 @@ def test_make_undumpable_hides_environ_from_the_same_uid(tmp_path, mode):
     finally:
         target.kill()
         target.wait()
+        target.stdout.close()

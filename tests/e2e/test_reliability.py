@@ -9,9 +9,9 @@ import pytest
 import ray
 
 from actors.names import NAMESPACE, coordinator_index, coordinator_name
+from tests.e2e.test_e2e import llm_flow, post, seed_flow, streaming_llm_flow
 from tests.fixtures.service import CANARIES
 from tests.malformed_bodies import malformed_bodies
-from tests.test_service_e2e import llm_flow, post, seed_flow, streaming_llm_flow
 
 pytestmark = pytest.mark.ray
 

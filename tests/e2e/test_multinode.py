@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.ray
 def test_flows_run_on_a_cluster_and_custom_code_lands_on_the_sandbox_node():
     done = subprocess.run(
-        [sys.executable, "-m", "tests.multinode_check"], cwd=ROOT, capture_output=True, text=True, timeout=400
+        [sys.executable, "-m", "tests.e2e.multinode_check"], cwd=ROOT, capture_output=True, text=True, timeout=400
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.e2e.test_e2e import post, seed_flow
 from tests.malformed_bodies import malformed_bodies
-from tests.test_service_e2e import post, seed_flow
 
 pytestmark = pytest.mark.ray
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.test_service_e2e import EXAMPLES, llm_flow, new_id, post
+from tests.e2e.test_e2e import EXAMPLES, llm_flow, new_id, post
 
 pytestmark = pytest.mark.ray
 

@@ -5,10 +5,10 @@ import time
 import httpx
 import pytest
 
+from tests.e2e.test_e2e import llm_flow, post, seed_flow
 from tests.fakes.backend2 import FakeBackend2
 from tests.fixtures.sandbox import sandbox_runs
 from tests.fixtures.service import free_port
-from tests.test_service_e2e import llm_flow, post, seed_flow
 
 pytestmark = pytest.mark.ray
 

@@ -4,7 +4,7 @@ holds every page (run `bash docs/build_readme.sh` after editing docs/)."""
 import importlib.util
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def element_pages():

@@ -15,7 +15,7 @@ from tests.ray_state import wait_for_tasks
 
 pytestmark = pytest.mark.ray
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def new_id(prefix="flow"):

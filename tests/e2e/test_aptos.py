@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.test_service_e2e import new_id, post
+from tests.e2e.test_e2e import new_id, post
 
 pytestmark = pytest.mark.ray
 

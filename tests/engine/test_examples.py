@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tests.engine_doubles import assert_well_formed, run_local
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def load(name):

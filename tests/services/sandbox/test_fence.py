@@ -25,7 +25,7 @@ from engine.errors import ElementError
 from services.sandbox import guards, policy
 from services.sandbox.modules import ALLOWED_MODULES, Forbidden, ModuleProxy
 from tests.fixtures.sandbox import LIMITS
-from tests.test_sandbox_attacks import CLEAN_ERRORS
+from tests.services.sandbox.test_attacks import CLEAN_ERRORS
 
 SECRET = "top-secret-canary"
 

@@ -1,4 +1,4 @@
-"""Run by tests/test_multinode.py in a process of its own: a 3-node Ray cluster on this machine
+"""Run by tests/e2e/test_multinode.py in a process of its own: a 3-node Ray cluster on this machine
 (head + worker + sandbox worker with the `sandbox` resource), the service deployed on it, one
 flow with custom_code posted over HTTP, events received by a websockets Backend 2.
 Prints one JSON line with what it saw."""

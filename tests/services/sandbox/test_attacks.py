@@ -2,7 +2,7 @@
 
 "Untouched": a canary file the code tries to create does not exist afterwards, a secret file it
 tries to read never shows up in the error, and the same sandbox still runs ordinary code.
-The OS layer on its own, as if RestrictedPython had been bypassed, is `test_sandbox_isolation`.
+The OS layer on its own, as if RestrictedPython had been bypassed, is `tests/services/sandbox/test_isolation.py`.
 """
 
 import pytest

@@ -3,7 +3,7 @@
 A warm-up round brings every actor to its high-water mark (allocator arenas, caches, pools);
 then each of several equal rounds is measured after its flows and retained logs are gone. The
 test fails when a figure keeps growing from round to round (`tests.growth`), not when it
-differs from a cold start. `tests/test_growth.py` shows the same limits catch a 1 KB-per-flow
+differs from a cold start. `tests/project/test_growth_detector.py` shows the same limits catch a 1 KB-per-flow
 leak.
 """
 
