@@ -78,7 +78,8 @@ class AptosReadElement(ElementBase[AptosReadConfig]):
             balance = await aptos.balance(address, coin)
             return {"address": address, "balance": balance, "coin_type": coin}
         if op == "resource":
-            assert self.config.resource_type is not None  # the config's validator requires it
+            if self.config.resource_type is None:  # the config model refuses this; said for the type checker
+                raise invalid("resource_type", "operation 'resource' needs it")
             resource = await aptos.resource(address, self.config.resource_type)
             return {"address": address, "resource": resource, "data": resource.get("data", {})}
         resources = await aptos.resources(address)
@@ -89,7 +90,8 @@ class AptosReadElement(ElementBase[AptosReadConfig]):
         arguments = self.config.arguments if arguments is None else arguments
         if not isinstance(arguments, list):
             raise invalid("arguments", "must be a list")
-        assert self.config.function is not None  # the config's validator requires it
+        if self.config.function is None:  # the config model refuses this; said for the type checker
+            raise invalid("function", "operation 'view' needs it")
         result = await ctx.services.aptos.view(self.config.function, self.config.type_arguments, arguments)
         return {"result": result, "value": result[0] if isinstance(result, list) and len(result) == 1 else result}
 

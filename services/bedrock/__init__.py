@@ -1,7 +1,7 @@
 """AWS Bedrock Runtime through boto3's Converse API, for the LLM elements.
 
 Contract: `BedrockService` (`from services.bedrock import BedrockService`) implements
-`engine.ports.LlmService`; `ServiceHub.get("bedrock")` builds one per hub, so one per process.
+`engine.ports.LlmService`; `ServiceHub.bedrock` builds one per hub, so one per process.
 Importing this package loads boto3 but creates no client and needs no credentials. One concept
 per module, each with its own contract:
 - `service`: `BedrockService` — `stream_text`, `generate_text`, `converse_tool`, `close`;

@@ -1,7 +1,7 @@
 """`BedrockService`: the `engine.ports.LlmService` of the LLM elements, on Bedrock's Converse API.
 
 Contract:
-- One per hub (so one per process; `ServiceHub.get("bedrock")` builds it): one boto3 client,
+- One per hub (so one per process; `ServiceHub.bedrock` builds it): one boto3 client,
   created lazily on first use (`services.bedrock.client`), and one dedicated thread pool of
   `BEDROCK_MAX_CONCURRENCY` threads (`services.bedrock.workers`) in which every call runs,
   never on the loop. `BEDROCK_MAX_ATTEMPTS` is botocore's attempts per call, the first included.
