@@ -11,6 +11,7 @@ here and enforced by `engine.validation`.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +51,12 @@ class Settings(BaseSettings):
     custom_code_max_cpu_seconds: int = Field(default=10, ge=1)
     sandbox_resource: str = ""  # a custom Ray resource that pins the sandbox actor to dedicated nodes
 
+    # The run store (see engine.run_store): `sqlite` (default: DATA_DIR/runs.sqlite3), `postgres`
+    # (RUN_STORE_URL=postgresql://…; a URL alone selects it) or `memory` (tests, benchmarks).
+    run_store: Literal["sqlite", "postgres", "memory"] | None = None
+    run_store_url: SecretStr | None = None
+    data_dir: str = "data"
+
     event_retention_seconds: float = Field(default=3600, ge=0)
     event_buffer_limit: int = Field(default=10_000, ge=10)
     coordinator_count: int = Field(default=2, ge=1, le=64)
@@ -65,7 +72,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aptos_private_key", "api_key", "api_keys",
-        "bedrock_endpoint_url", mode="before",
+        "bedrock_endpoint_url", "run_store_url", mode="before",
     )  # fmt: skip
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -83,6 +90,12 @@ class Settings(BaseSettings):
             keys.setdefault("default", self.api_key.get_secret_value())
         return keys
 
+    def run_store_kind(self) -> Literal["sqlite", "postgres", "memory"]:
+        """`RUN_STORE`, else `postgres` when `RUN_STORE_URL` is set, else `sqlite`."""
+        if self.run_store is not None:
+            return self.run_store
+        return "postgres" if self.run_store_url is not None else "sqlite"
+
     def secret_values(self) -> list[str]:
         secrets = (
             self.aws_access_key_id,
@@ -90,6 +103,7 @@ class Settings(BaseSettings):
             self.aws_session_token,
             self.aptos_private_key,
             self.api_key,
+            self.run_store_url,  # may hold a database password
         )
         values = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
         return values + [key for name, key in self.caller_keys().items() if name != "default"]
