@@ -7,18 +7,22 @@ Contract: routes only translate HTTP to calls on the coordinator and streamer ac
   `REQUEST_BODY_TIMEOUT_SECONDS`. Large bodies are validated off the event loop.
 - `POST /validate` → the same checks as `/execute` without running anything: 200 `valid`
   with the warnings, or 422 / 413 as above.
-- `GET /health` (with the custom-code sandbox's OS isolation level), `GET /flows/{id}`,
-  `GET /flows/{id}/events?after_seq=N&limit=M` (paginated),
+- `GET /health` (with the custom-code sandbox's OS isolation level), `GET /flows` (the run
+  history, newest first: `status`, `limit`, `before` cursor), `GET /flows/{id}`,
+  `GET /flows/{id}/events?after_seq=N&limit=M` (paginated, from the run store),
+  `GET /flows/{id}/elements/{element_id}` (an element's checkpoint, full outputs),
   `POST /flows/{id}/cancel`, OpenAPI at `/docs`. Bearer auth when `API_KEY` / `API_KEYS` is
   set; a flow is visible only to the caller that started it (404 to everyone else).
 """
 
 import asyncio
+import json
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from actors.directory import ensure_actors
@@ -28,6 +32,7 @@ from actors.sandbox import SandboxActorClient
 from engine.contracts import CancelOutcome, RunSnapshot, SubmitOutcome
 from engine.logging_setup import configure_logging
 from engine.models import ExecuteRequest
+from engine.run_store import RunSummary, newest_first, parse_run_cursor, run_cursor
 from engine.settings import get_settings
 from engine.validation import Validation
 from engine.validation_offload import validate_off_loop
@@ -35,7 +40,17 @@ from runtime.catalog import builtin_registry
 from services.sandbox.isolation import make_undumpable
 from web import guards
 from web.request_body import BodyTooLarge, BodyTooSlow, read_body, refusal
-from web.schemas import EventsOut, FlowStatusOut, Health, Problems, Started, Validated, problems_body
+from web.schemas import (
+    ElementOut,
+    EventsOut,
+    FlowStatusOut,
+    Health,
+    Problems,
+    RunsOut,
+    Started,
+    Validated,
+    problems_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +150,28 @@ class FlowExecutorIngress:
             log.warning("the custom-code sandbox did not report its isolation level: %s", exc)
 
     async def check_health(self) -> None:
-        """Serve's periodic replica check: also wakes restarted coordinators, which then close
-        the flows their crashed incarnation left open (see FlowCoordinatorCore.recover_orphans)."""
-        await asyncio.gather(*(c.stats.remote() for c in self.coordinators))
+        """Serve's periodic replica check: also wakes restarted coordinators and the streamer,
+        which then resume the runs and deliveries the store holds open."""
+        await asyncio.gather(self.streamer.stats.remote(), *(c.stats.remote() for c in self.coordinators))
+
+    @api.get("/flows", response_model=RunsOut)
+    async def flow_history(
+        self,
+        request: Request,
+        status: str | None = Query(None, max_length=20),
+        limit: int = Query(50, ge=1, le=500),
+        before: str | None = Query(None, max_length=300),
+    ) -> Any:
+        """The caller's runs, newest first; the next page is `before` = the answer's `next`."""
+        if before is not None and parse_run_cursor(before) is None:
+            return JSONResponse({"detail": "before: not a cursor of this API (use the `next` of a page)"}, 400)
+        owner = _caller(request)
+        pages = await asyncio.gather(*(c.runs.remote(owner, status, limit, before) for c in self.coordinators))
+        found = {run["flow_id"]: RunSummary(**run) for page in pages for run in page["runs"]}
+        runs = sorted(found.values(), key=newest_first, reverse=True)
+        more = len(runs) > limit or any(page["next"] for page in pages)
+        kept = runs[:limit]
+        return {"runs": [asdict(run) for run in kept], "next": run_cursor(kept[-1]) if more and kept else None}
 
     @api.get("/flows/{flow_id}", response_model=FlowStatusOut, responses={404: {}})
     async def flow_status(self, flow_id: str, request: Request) -> Any:
@@ -153,12 +187,22 @@ class FlowExecutorIngress:
     ) -> Any:
         """One page of the flow's event log: up to `limit` events after `after_seq` (next page:
         `after_seq` = the last seq returned; an empty page means nothing more yet)."""
-        if await self._coordinator(flow_id).status.remote(flow_id, _caller(request)) is None:
+        texts: list[str] | None = await self._coordinator(flow_id).events.remote(
+            flow_id, after_seq, limit, _caller(request)
+        )
+        if texts is None:
             return _not_found(flow_id)
-        events = await self.streamer.events.remote(flow_id, after_seq, limit)
-        if events is None:
-            return _not_found(flow_id)
-        return EventsOut(flow_id=flow_id, events=events)
+        body = '{"flow_id":' + json.dumps(flow_id) + ',"events":[' + ",".join(texts) + "]}"  # stored JSON as is
+        return Response(body, media_type="application/json")
+
+    @api.get("/flows/{flow_id}/elements/{element_id}", response_model=ElementOut, responses={404: {}})
+    async def flow_element(self, flow_id: str, element_id: str, request: Request) -> Any:
+        """One element's checkpoint: state, attempts, timings, error and its full outputs (an
+        event carries a value over `EVENT_VALUE_MAX_BYTES` only as a marker with a preview)."""
+        found = await self._coordinator(flow_id).element.remote(flow_id, element_id, _caller(request))
+        if found is None:
+            return JSONResponse({"detail": f"no element '{element_id}' of flow '{flow_id}' has run"}, 404)
+        return found
 
     @api.post("/flows/{flow_id}/cancel", response_model=FlowStatusOut, responses={404: {}, 409: {}})
     async def cancel(self, flow_id: str, request: Request) -> Any:

@@ -1,30 +1,40 @@
 """FlowCoordinator: the thin Ray shell around the scheduler — orchestration only.
 
 Contract: one async actor runs many flows concurrently (the pool is sized by
-`COORDINATOR_COUNT`; flows are assigned by flow id, see `actors.names`). `submit(body)`
-validates with the same function as the ingress, refuses a flow id that is already running
-(`conflict`), otherwise starts the run as an asyncio task and returns at once. Events go to
-the streamer through the coordinator's `EventOutbox`, batched across its flows. `status` answers for running flows and for finished
-ones until `EVENT_RETENTION_SECONDS` after they ended; `cancel` checks and acts in one call
-(`unknown`, `not_running` with the snapshot, or `cancelled` once it has taken effect) and
-reaches running work through the scheduler (which cancels element coroutines, Ray tasks and
-sandbox runs). Answers are the shapes of `engine.contracts`. It does no I/O
-of its own: elements and `services/` do.
+`COORDINATOR_COUNT`; flows are assigned by flow id, see `actors.names`). Runs are durable: the
+run store (`engine.run_store`) holds each run's request, status, element checkpoints and
+events, written by the coordinator's `EventOutbox` in one group commit per flush.
+- `submit(body, owner)` validates with the same function as the ingress, records the run in
+  the store (`conflict` when the id is running, or held by another owner), starts it as an
+  asyncio task and returns at once.
+- Resume: the first call after a (re)start — a crash of this actor, or the whole service
+  started again on the same store — picks up every unfinished run of the store that this
+  coordinator owns, rebuilds it from its checkpoints and resumes it (settled elements are not
+  run again; those that were running run again with `resumed: true`). A run whose request no
+  longer validates is closed as failed (`resume_failed`).
+- `status`, `element`, `events`, `runs` read running runs from memory and everything else from
+  the store, until `EVENT_RETENTION_SECONDS` after a run ended (then `prune` deletes it; the
+  coordinator prunes every `PRUNE_INTERVAL` seconds). `cancel` checks and acts in one call
+  (`unknown`, `not_running` with the snapshot, or `cancelled` once it has taken effect) and
+  reaches running work through the scheduler. A commit the store refuses stops the runs it
+  belonged to at once, loudly (`store_unavailable` in the log, the cancel reason names it).
+- Answers are the shapes of `engine.contracts`. It does no I/O of its own: the store, the
+  elements and `services/` do.
 
 Owners: `submit(body, owner)` records the caller that started the flow (see `web.guards`);
-`status` and `cancel` given another owner answer as for an unknown flow (None), so a
-caller never reads, cancels or learns the state of another caller's flow. A flow id held by
-another caller (running, or finished within retention) is refused as `conflict`: ids are
-global (Backend 2 and the event log are keyed by them), so callers should pick random ones.
+reads and `cancel` given another owner answer as for an unknown flow (None), so a caller
+never reads, cancels or learns the state of another caller's flow. A flow id held by another
+caller is refused as `conflict`: ids are global (Backend 2 and the store are keyed by them), so
+callers should pick random ones. A finished run of the same owner is replaced by a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import ray
@@ -35,19 +45,25 @@ from actors.names import coordinator_index, get_streamer
 from actors.placement import RayInvoker
 from actors.sandbox import SandboxActorClient
 from actors.usage import MemoryReclaimer, process_usage
-from engine.contracts import CancelOutcome, ErrorInfo, RunSnapshot, SubmitOutcome
+from engine.contracts import CancelOutcome, RunSnapshot, SubmitOutcome
 from engine.events import Redactor
 from engine.logging_setup import configure_logging
-from engine.models import Event, utc_timestamp
+from engine.models import ExecuteRequest, utc_timestamp
+from engine.plan import FlowPlan
 from engine.registry import ElementRegistry
-from engine.scheduler import FlowRun
+from engine.run_store import NewRun, RunRecord, RunStore, RunUpdate
+from engine.scheduler import FlowRun, Resume
 from engine.settings import get_settings
 from engine.validation_offload import validate_off_loop
 from runtime.catalog import builtin_registry
 from services.hub import ServiceHub
+from services.run_store import open_run_store
 from services.sandbox.isolation import make_undumpable
 
 log = logging.getLogger(__name__)
+
+PRUNE_INTERVAL = 60.0
+EVENTS_PAGE_MAX = 5_000
 
 
 @dataclass
@@ -58,54 +74,81 @@ class _ActiveFlow:
     owner: str = ""
 
 
-@dataclass(frozen=True)
-class _FinishedFlow:
-    ended: float
-    snapshot: RunSnapshot
-    owner: str = ""
-
-
 class FlowCoordinatorCore:
     def __init__(
-        self, index: int, count: int, streamer: Any, services: ServiceHub, registry: ElementRegistry | None = None
+        self,
+        index: int,
+        count: int,
+        streamer: Any,
+        services: ServiceHub,
+        store: RunStore,
+        registry: ElementRegistry | None = None,
     ):
         self.index = index
         self.count = count
         self.settings = services.settings
         self.registry = registry or builtin_registry()
         self.streamer = streamer
-        self.outbox = EventOutbox(streamer)
+        self.store = store
+        self.outbox = EventOutbox(
+            streamer,
+            store,
+            max_event_bytes=self.settings.max_event_bytes,
+            value_max_bytes=self.settings.event_value_max_bytes,
+            on_store_failure=self._store_failed,
+        )
         self.services = services
         self.invoker = RayInvoker()
         self.redactor = Redactor(self.settings.secret_values())
         self.active: dict[str, _ActiveFlow] = {}
-        self.finished: collections.OrderedDict[str, _FinishedFlow] = collections.OrderedDict()
         self.completed_count = 0
         self.memory = MemoryReclaimer()
-        self._recovery: asyncio.Task[list[str]] | None = None
+        self._ready: asyncio.Task[list[str]] | None = None
+        self._pruned_at = 0.0
 
-    async def _recover_once(self) -> None:
-        """The first call after a (re)start closes flows a crashed incarnation left open."""
-        if self._recovery is None:
-            self._recovery = asyncio.get_running_loop().create_task(self.recover_orphans())
+    async def _ready_once(self) -> None:
+        """The first call opens the store and resumes the unfinished runs this coordinator owns."""
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_task(self._open_and_resume())
         try:
-            await asyncio.shield(self._recovery)
+            await asyncio.shield(self._ready)
         except Exception:
-            log.exception("coordinator %d: closing orphaned flows failed", self.index)
+            log.exception("coordinator %d: opening the run store or resuming runs failed", self.index)
+            self._ready = None  # the next call tries again
+            raise
+
+    async def _open_and_resume(self) -> list[str]:
+        await self.store.open()
+        return await self.resume_unfinished()
+
+    # -- starting runs --------------------------------------------------------------------------
 
     async def submit(self, body: bytes | dict[str, Any], owner: str = "") -> SubmitOutcome:
         """Start a flow from an `/execute` body (JSON bytes or parsed) for `owner`: `started`,
-        `conflict` (its flow id is running here, or held by another owner) or `invalid`."""
-        await self._recover_once()
+        `conflict` (its flow id is running, or held by another owner) or `invalid`."""
+        await self._ready_once()
         validation = await validate_off_loop(body, self.settings, self.registry)
         if not validation.ok:
             return {"outcome": "invalid", "problems": [p.as_dict() for p in validation.problems]}
         request, plan = validation.request, validation.plan
         assert request is not None and plan is not None
-        held = self.finished.get(request.flow_id)
-        if request.flow_id in self.active or (held is not None and held.owner != owner):
+        if request.flow_id in self.active:
             return {"outcome": "conflict", "flow_id": request.flow_id}
-        forwarder = self.outbox.forwarder(request.flow_id, request.backend2_ws_url)
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        new = NewRun(request.flow_id, owner, raw, request.backend2_ws_url, self.index, time.time())
+        if not await self.store.create_run(new):
+            return {"outcome": "conflict", "flow_id": request.flow_id}
+        self._start(request, plan, owner)
+        metrics.flow_started()
+        return {
+            "outcome": "started",
+            "flow_id": request.flow_id,
+            "warnings": [p.as_dict() for p in validation.warnings],
+        }
+
+    def _start(self, request: ExecuteRequest, plan: FlowPlan, owner: str, resume: Resume | None = None) -> None:
+        flow_id, url = request.flow_id, request.backend2_ws_url
+        forwarder = self.outbox.forwarder(flow_id, url)
         run = FlowRun(
             plan=plan,
             initial_inputs=request.initial_inputs,
@@ -115,52 +158,145 @@ class FlowCoordinatorCore:
             invoker=self.invoker,
             max_execution_time=request.config.max_execution_time,
             redactor=self.redactor,
+            on_checkpoint=lambda checkpoint: self.outbox.checkpoint(flow_id, url, checkpoint),
+            resume=resume,
         )
-        self.finished.pop(request.flow_id, None)
-        task = asyncio.get_running_loop().create_task(self._execute(run, forwarder), name=f"flow/{request.flow_id}")
-        self.active[request.flow_id] = _ActiveFlow(run, task, request.backend2_ws_url, owner)
-        metrics.flow_started()
-        return {
-            "outcome": "started",
-            "flow_id": request.flow_id,
-            "warnings": [p.as_dict() for p in validation.warnings],
-        }
+        task = asyncio.get_running_loop().create_task(self._execute(run, forwarder, url), name=f"flow/{flow_id}")
+        self.active[flow_id] = _ActiveFlow(run, task, url, owner)
 
-    async def _execute(self, run: FlowRun, forwarder: EventForwarder) -> None:
+    async def _execute(self, run: FlowRun, forwarder: EventForwarder, url: str) -> None:
         flow_id = run.plan.flow_id
-        owner = self.active[flow_id].owner
         try:
             await run.run()
         except Exception:
             log.exception("flow %s: the scheduler failed", flow_id)
         finally:
-            await forwarder.close()
-            self.active.pop(flow_id, None)
             snapshot = run.snapshot()
-            self.finished[flow_id] = _FinishedFlow(time.monotonic(), snapshot, owner)
+            self.outbox.run_update(flow_id, url, RunUpdate(flow_id, snapshot["status"], snapshot, time.time()))
+            await forwarder.close()  # the final flush: events, checkpoints and the run's end in one commit
+            self.active.pop(flow_id, None)
             self.completed_count += 1
             metrics.flow_completed(snapshot)
-            self._expire()
+            self.memory.released(1, idle=not self.active)
+            await self._prune_now_and_then()
 
-    def _expire(self) -> None:
-        horizon = time.monotonic() - self.settings.event_retention_seconds
-        expired = 0
-        while self.finished:
-            if next(iter(self.finished.values())).ended > horizon:
-                break
-            self.finished.popitem(last=False)
-            expired += 1
-        self.memory.released(expired, idle=not self.active and not self.finished)
+    async def resume_unfinished(self) -> list[str]:
+        """Resume the store's unfinished runs that belong to this coordinator; their flow ids."""
+        resumed = []
+        for record in await self.store.unfinished_runs():
+            if coordinator_index(record.flow_id, self.count) != self.index or record.flow_id in self.active:
+                continue
+            validation = await validate_off_loop(record.body, self.settings, self.registry)
+            if not validation.ok or validation.request is None or validation.plan is None:
+                await self._close_unresumable(record)
+                continue
+            checkpoints = await self.store.checkpoints(record.flow_id)
+            try:
+                self._start(validation.request, validation.plan, record.owner, Resume(checkpoints, record.last_seq))
+            except ValueError:  # checkpoints of elements the flow does not have
+                await self._close_unresumable(record)
+                continue
+            log.info(
+                "flow %s: resumed after seq %d with %d checkpoints", record.flow_id, record.last_seq, len(checkpoints)
+            )
+            resumed.append(record.flow_id)
+        return resumed
+
+    async def _close_unresumable(self, record: RunRecord) -> None:
+        error = {
+            "error_type": "resume_failed",
+            "message": "the run could not be resumed: its request no longer validates",
+        }
+        snapshot: RunSnapshot = {
+            "flow_id": record.flow_id,
+            "status": "failed",
+            "started_at": None,
+            "finished_at": utc_timestamp(),
+            "duration_ms": None,
+            "elements": {},
+            "outputs": {},
+            "error": {"error_type": error["error_type"], "message": error["message"]},
+            "last_seq": record.last_seq + 1,
+        }
+        message = {
+            "type": "flow_completed",
+            "flow_id": record.flow_id,
+            "seq": record.last_seq + 1,
+            "timestamp": snapshot["finished_at"],
+            "data": {"status": "failed", "outputs": {}, "error": snapshot["error"], "duration_ms": None},
+        }
+        self.outbox.add(record.flow_id, record.backend2_ws_url, message)
+        self.outbox.run_update(
+            record.flow_id, record.backend2_ws_url, RunUpdate(record.flow_id, "failed", snapshot, time.time())
+        )
+        await self.outbox.end(record.flow_id, record.backend2_ws_url)
+
+    def _store_failed(self, flow_ids: list[str], message: str) -> None:
+        for flow_id in flow_ids:
+            active = self.active.get(flow_id)
+            if active is not None and active.run.cancel(
+                f"store_unavailable: the run store could not be written ({message})"
+            ):
+                log.error("flow %s: stopped: the run store could not be written", flow_id)
+
+    async def _prune_now_and_then(self) -> None:
+        now = time.time()
+        if now - self._pruned_at < min(PRUNE_INTERVAL, max(self.settings.event_retention_seconds, 1.0)):
+            return
+        self._pruned_at = now
+        try:
+            await self.store.prune(now - self.settings.event_retention_seconds)
+        except Exception as exc:  # pruning again later is harmless
+            log.warning("coordinator %d: pruning the run store failed: %s", self.index, exc)
+
+    # -- reading runs -----------------------------------------------------------------------------
+
+    async def _record(self, flow_id: str, owner: str | None) -> RunRecord | None:
+        record = await self.store.get_run(flow_id)
+        if record is None or owner not in (None, record.owner):
+            return None
+        return record
 
     async def status(self, flow_id: str, owner: str | None = None) -> RunSnapshot | None:
-        """The flow's snapshot; None if unknown, expired, or not `owner`'s (None: any owner)."""
-        await self._recover_once()
-        self._expire()
+        """The flow's snapshot; None if unknown, pruned, or not `owner`'s (None: any owner)."""
+        await self._ready_once()
         active = self.active.get(flow_id)
         if active is not None:
             return active.run.snapshot() if owner in (None, active.owner) else None
-        finished = self.finished.get(flow_id)
-        return finished.snapshot if finished is not None and owner in (None, finished.owner) else None
+        record = await self._record(flow_id, owner)
+        if record is None:
+            return None
+        return record.snapshot or _pending_snapshot(record)
+
+    async def element(self, flow_id: str, element_id: str, owner: str | None = None) -> dict[str, Any] | None:
+        """One element's checkpoint with its full outputs (events may carry them shortened)."""
+        if await self.status(flow_id, owner) is None:
+            return None
+        for checkpoint in await self.store.checkpoints(flow_id):
+            if checkpoint.element_id == element_id:
+                found: dict[str, Any] = self.redactor.scrub(asdict(checkpoint))  # the store keeps real values
+                return found
+        return None
+
+    async def events(self, flow_id: str, after_seq: int, limit: int, owner: str | None = None) -> list[str] | None:
+        """A page of the run's events as JSON texts: at most `limit` and `EVENTS_PAGE_MAX_BYTES`."""
+        if await self.status(flow_id, owner) is None:
+            return None
+        texts = await self.store.events(flow_id, after_seq, min(max(limit, 1), EVENTS_PAGE_MAX))
+        page: list[str] = []
+        size = 0
+        for text in texts:
+            size += len(text)
+            if page and size > self.settings.events_page_max_bytes:
+                break
+            page.append(text)
+        return page
+
+    async def runs(self, owner: str | None, status: str | None, limit: int, before: str | None) -> dict[str, Any]:
+        """A page of the run history, newest first (see `RunStore.list_runs`)."""
+        await self._ready_once()
+        page = await self.store.list_runs(owner=owner, status=status, limit=limit, before=before)
+        return {"runs": [asdict(run) for run in page.runs], "next": page.next}
 
     async def cancel(
         self, flow_id: str, reason: str = "cancelled by request", owner: str | None = None
@@ -177,62 +313,30 @@ class FlowCoordinatorCore:
         return {"outcome": "cancelled", "snapshot": await self.status(flow_id) or active.run.snapshot()}
 
     async def stats(self) -> dict[str, Any]:
-        await self._recover_once()
-        self._expire()
-        return {
-            "index": self.index,
-            "running": len(self.active),
-            "retained": len(self.finished),
-            "completed": self.completed_count,
-            **process_usage(),
-        }
-
-    async def recover_orphans(self) -> list[str]:
-        """Close the flows a previous incarnation of this coordinator left running.
-
-        After a crash and restart (`max_restarts`), those flows have no scheduler any more: each
-        gets an `element_error`-free `flow_completed` with status `failed` and a clear error,
-        numbered after the last event the streamer holds, and a `failed` status record.
-        """
-        orphans = [
-            flow
-            for flow in await self.streamer.open_flows.remote()
-            if coordinator_index(flow["flow_id"], self.count) == self.index and flow["flow_id"] not in self.active
-        ]
-        for flow in orphans:
-            error: ErrorInfo = {
-                "error_type": "coordinator_failed",
-                "message": "the coordinator running this flow stopped unexpectedly; the flow was abandoned",
-            }
-            event = Event(
-                type="flow_completed",
-                flow_id=flow["flow_id"],
-                seq=flow["last_seq"] + 1,
-                timestamp=utc_timestamp(),
-                data={"status": "failed", "outputs": {}, "error": error, "duration_ms": None},
-            )
-            await self.streamer.publish.remote(flow["flow_id"], flow["url"], [event.to_message()], True)
-            snapshot: RunSnapshot = {
-                "flow_id": flow["flow_id"],
-                "status": "failed",
-                "started_at": None,
-                "finished_at": utc_timestamp(),
-                "duration_ms": None,
-                "elements": {},
-                "outputs": {},
-                "error": error,
-                "last_seq": flow["last_seq"] + 1,
-            }
-            self.finished[flow["flow_id"]] = _FinishedFlow(
-                time.monotonic(), snapshot
-            )  # no owner: it was in the dead incarnation's memory
-        return [flow["flow_id"] for flow in orphans]
+        await self._ready_once()
+        return {"index": self.index, "running": len(self.active), "completed": self.completed_count, **process_usage()}
 
     async def shutdown(self) -> None:
         for active in list(self.active.values()):
             active.run.cancel("the coordinator is shutting down")
         await asyncio.gather(*(a.task for a in self.active.values()), return_exceptions=True)
         await self.services.aclose()
+        await self.store.close()
+
+
+def _pending_snapshot(record: RunRecord) -> RunSnapshot:
+    """A run the store knows but has no snapshot of yet (it was created, then its process died)."""
+    return {
+        "flow_id": record.flow_id,
+        "status": record.status,
+        "started_at": None,
+        "finished_at": None,
+        "duration_ms": None,
+        "elements": {},
+        "outputs": {},
+        "error": None,
+        "last_seq": record.last_seq,
+    }
 
 
 @ray.remote
@@ -242,4 +346,4 @@ class FlowCoordinator(FlowCoordinatorCore):
         settings = get_settings()
         configure_logging(settings)
         services = ServiceHub(settings, sandbox=SandboxActorClient(settings))  # custom code runs in the sandbox actor
-        super().__init__(index, count, get_streamer(), services)
+        super().__init__(index, count, get_streamer(), services, open_run_store(settings))

@@ -1,10 +1,19 @@
-"""Forwards events from a coordinator's flows to the Backend 2 streamer actor, batched across flows.
+"""Commits a coordinator's events to the run store, then forwards them to the Backend 2 streamer
+actor, batched across flows.
 
 Contract: one `EventOutbox` per coordinator; `outbox.forwarder(flow_id, url)` is a flow's sink
-for the scheduler. Calling the sink never blocks: it queues the event and makes sure a flush
-is scheduled. A flush waits only `FLUSH_TURNS` turns of the loop (microseconds, no timer), then
-hands everything queued — events of every flow of the coordinator — to the streamer in one
-`publish_many` call. One call is in flight at a time; what arrives meanwhile goes in the next.
+for the scheduler, `outbox.checkpoint(...)` / `outbox.run_update(...)` queue an element's
+checkpoint and a run's status for the same flush. Calling them never blocks: they queue and
+make sure a flush is scheduled. A flush waits only `FLUSH_TURNS` turns of the loop
+(microseconds, no timer), then writes everything queued — events, checkpoints and run updates
+of every flow of the coordinator — to the run store in ONE `commit` (a group commit: the store
+is hit once per flush, never once per token), and only then hands the events to the streamer in
+one `publish_many` call: an event counts as produced once it is in the store. Each event is
+fitted first (`engine.event_log.fit_event`: values over `EVENT_VALUE_MAX_BYTES` in an event
+over `MAX_EVENT_BYTES` become a marker with size and preview; the full outputs stay in the
+element's checkpoint). A commit that fails is retried `_COMMIT_ATTEMPTS` times; if it still
+fails, `on_store_failure(flow_ids, message)` is called (the coordinator stops those runs
+loudly) and the events are still handed to the streamer, so Backend 2 hears of it. One call is in flight at a time; what arrives meanwhile goes in the next.
 So an idle flow's `flow_started` or LLM token leaves at once (the token relay goal is p99 ≤ 5 ms
 to Backend 2), a flow of inline elements is one entry of one call, and under load a thousand
 streaming flows share each actor call instead of paying one per token.
@@ -29,15 +38,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.event_log import fit_event
 from engine.models import Event
+from engine.run_store import Commit, ElementCheckpoint, RunStore, RunStoreError, RunUpdate
 
 log = logging.getLogger(__name__)
 
 FLUSH_TURNS = 16
 _PUBLISH_ATTEMPTS = 5
+_COMMIT_ATTEMPTS = 3
 
 Entry = tuple[str, str, bytes, bool]
 
@@ -48,15 +61,16 @@ def _encode(value: Any) -> bytes:
 
 def encode_messages(flow_id: str, messages: list[dict[str, Any]]) -> bytes:
     """The flow's messages as a JSON array; an event that cannot be encoded becomes a stub."""
-    try:
-        return _encode(messages)
-    except Exception:  # RecursionError, ValueError (circular), TypeError, or a failing __str__
-        pass
+    return b"[" + b",".join(encode_each(flow_id, messages)) + b"]"
+
+
+def encode_each(flow_id: str, messages: list[dict[str, Any]]) -> list[bytes]:
+    """Each message as JSON; one that cannot be encoded becomes a stub."""
     parts = []
     for message in messages:
         try:
             parts.append(_encode(message))
-        except Exception as exc:
+        except Exception as exc:  # RecursionError, ValueError (circular), TypeError, or a failing __str__
             stub = _serialization_stub(flow_id, message)
             log.error(
                 "flow %s: event seq %s could not be serialised (%s); sent as serialization_failed",
@@ -65,7 +79,7 @@ def encode_messages(flow_id: str, messages: list[dict[str, Any]]) -> bytes:
                 type(exc).__name__,
             )
             parts.append(_encode(stub))
-    return b"[" + b",".join(parts) + b"]"
+    return parts
 
 
 def _serialization_stub(flow_id: str, message: dict[str, Any]) -> dict[str, Any]:
@@ -91,12 +105,29 @@ def _serialization_stub(flow_id: str, message: dict[str, Any]) -> dict[str, Any]
 class _Pending:
     url: str
     messages: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[ElementCheckpoint] = field(default_factory=list)
+    update: RunUpdate | None = None
     final: bool = False
 
 
+StoreFailure = Callable[[list[str], str], None]
+
+
 class EventOutbox:
-    def __init__(self, streamer: Any):
+    def __init__(
+        self,
+        streamer: Any,
+        store: RunStore,
+        *,
+        max_event_bytes: int,
+        value_max_bytes: int,
+        on_store_failure: StoreFailure = lambda flow_ids, message: None,
+    ):
         self._streamer = streamer
+        self._store = store
+        self._max_event_bytes = max_event_bytes
+        self._value_max_bytes = value_max_bytes
+        self._on_store_failure = on_store_failure
         self._pending: dict[str, _Pending] = {}
         self._flush: asyncio.Task[None] | None = None
         self._sent_final: dict[str, asyncio.Future[None]] = {}
@@ -106,6 +137,14 @@ class EventOutbox:
 
     def add(self, flow_id: str, url: str, message: dict[str, Any]) -> None:
         self._entry(flow_id, url).messages.append(message)
+        self._schedule()
+
+    def checkpoint(self, flow_id: str, url: str, checkpoint: ElementCheckpoint) -> None:
+        self._entry(flow_id, url).checkpoints.append(checkpoint)
+        self._schedule()
+
+    def run_update(self, flow_id: str, url: str, update: RunUpdate) -> None:
+        self._entry(flow_id, url).update = update
         self._schedule()
 
     async def end(self, flow_id: str, url: str) -> None:
@@ -134,8 +173,10 @@ class EventOutbox:
                 await asyncio.sleep(0)
             while self._pending:
                 batch, self._pending = self._pending, {}
+                encoded = {fid: encode_each(fid, self._fitted(p.messages)) for fid, p in batch.items()}
+                await self._commit(batch, encoded)
                 await self._publish(
-                    [(fid, p.url, encode_messages(fid, p.messages), p.final) for fid, p in batch.items()]
+                    [(fid, p.url, b"[" + b",".join(encoded[fid]) + b"]", p.final) for fid, p in batch.items()]
                 )
                 for flow_id, pending in batch.items():
                     done = self._sent_final.get(flow_id)
@@ -143,6 +184,30 @@ class EventOutbox:
                         done.set_result(None)
         finally:
             self._flush = None
+
+    def _fitted(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [fit_event(m, self._max_event_bytes, self._value_max_bytes)[0] for m in messages]
+
+    async def _commit(self, batch: dict[str, _Pending], encoded: dict[str, list[bytes]]) -> None:
+        commit = Commit()
+        for flow_id, pending in batch.items():
+            seqs = [message["seq"] for message in pending.messages]
+            commit.events += [(flow_id, seq, text.decode()) for seq, text in zip(seqs, encoded[flow_id], strict=True)]
+            commit.checkpoints += [(flow_id, checkpoint) for checkpoint in pending.checkpoints]
+            if pending.update is not None:
+                commit.runs.append(pending.update)
+        if not commit:
+            return
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            try:
+                await self._store.commit(commit)
+                return
+            except RunStoreError as exc:
+                if attempt == _COMMIT_ATTEMPTS:
+                    log.error("the run store refused a commit of %d flows: %s", len(batch), exc)
+                    self._on_store_failure(list(batch), str(exc))
+                    return
+                await asyncio.sleep(0.1 * attempt)
 
     async def _publish(self, entries: list[Entry]) -> None:
         if await self._call(entries, _PUBLISH_ATTEMPTS) or len(entries) == 1:

@@ -43,7 +43,17 @@ Contract:
   the outbound policy"); the detail goes to the operator's log, with every URL in it reduced
   to scheme://host:port/path and control characters escaped. Logs and states never contain a
   URL's credentials or query; events are never logged.
-- State is in memory: a restarted streamer knows only the flows published to it since.
+- Durable delivery (with a run store, `engine.run_store`): coordinators commit events to the
+  store before publishing them, so the store holds everything produced. The streamer records
+  the last seq Backend 2 confirmed per flow in the store (batched, every
+  `CONFIRM_FLUSH_INTERVAL` s), and a restarted streamer resumes every open delivery of the
+  store from there (`resume_open_deliveries`, run by its first call): Backend 2 may see a few
+  events again (dedupe by seq), never a gap. A publish for a flow it does not know whose first
+  seq is not 1 is backfilled from the store first.
+- A message Backend 2 refuses (it closes the connection with 1003, 1007 or 1009) is found and
+  skipped: after such a close the events sent then are resent one per burst; one refused
+  `MAX_REFUSALS` times on its own is recorded (`refused_seqs` in the delivery state, a warning
+  in the log) and skipped; it never blocks the flow's later events.
 """
 
 from __future__ import annotations
@@ -68,7 +78,9 @@ from actors.usage import MemoryReclaimer, process_usage
 from engine.destinations import Destination, DestinationError, OutboundPolicy, parse_ws_url, redact_text, safe_url
 from engine.event_log import EventLogStore, FlowEventLog, Message, encode_event
 from engine.logging_setup import configure_logging
+from engine.run_store import RunStore
 from engine.settings import Settings, get_settings
+from services.run_store import open_run_store
 from services.sandbox.isolation import make_undumpable
 
 log = logging.getLogger(__name__)
@@ -83,6 +95,9 @@ CLOSE_TIMEOUT = 1.0
 SWEEP_INTERVAL = 5.0
 EVENTS_PAGE_DEFAULT = 500
 EVENTS_PAGE_MAX = 5_000
+CONFIRM_FLUSH_INTERVAL = 0.25
+MAX_REFUSALS = 3
+REFUSAL_CODES = frozenset({1003, 1007, 1009})  # unsupported data, invalid payload, message too big
 DELIVERY_FAILED = "could not deliver to Backend 2"
 POLICY_REFUSED = "could not deliver to Backend 2: refused by the outbound policy"
 
@@ -114,6 +129,9 @@ class _Delivery:
     last_error: str | None = None
     gave_up: bool = False
     progress_at: float = field(default_factory=time.monotonic)
+    refusals: dict[int, int] = field(default_factory=dict)  # seq → times Backend 2 refused it
+    refused_seqs: list[int] = field(default_factory=list)  # skipped after MAX_REFUSALS
+    careful_until: int = 0  # after a refusal: one event per burst up to this seq, to find the refused one
 
     @property
     def connected(self) -> bool:
@@ -140,8 +158,14 @@ class StreamerCore:
         give_up_after_finish: float = GIVE_UP_AFTER_FINISH,
         ack_timeout: float = ACK_TIMEOUT,
         extra_denied_ports: Iterable[int] = (),
+        store: RunStore | None = None,
     ):
         self.settings = settings
+        self.store = store
+        self._ready: asyncio.Task[int] | None = None
+        self._confirmed: dict[str, int] = {}  # flow id → delivered seq not yet written to the store
+        self._confirm_flush: asyncio.Task[None] | None = None
+        self._opening: dict[str, asyncio.Future[_Delivery]] = {}  # flows being backfilled from the store
         self.give_up_after_finish = give_up_after_finish
         self.ack_timeout = ack_timeout
         self.policy = OutboundPolicy.from_settings(settings, extra_denied_ports)
@@ -159,14 +183,67 @@ class StreamerCore:
 
     # -- API ------------------------------------------------------------------------------
 
+    async def _ready_once(self) -> None:
+        """The first call opens the store and resumes its open deliveries (once)."""
+        if self.store is None:
+            return
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_task(self.resume_open_deliveries())
+        try:
+            await asyncio.shield(self._ready)
+        except Exception:
+            log.exception("the streamer could not resume deliveries from the run store")
+            self._ready = None
+            raise
+
+    async def resume_open_deliveries(self) -> int:
+        """Deliver what the store holds beyond each open flow's last confirmed seq; how many flows."""
+        assert self.store is not None
+        await self.store.open()
+        opened = 0
+        for open_delivery in await self.store.open_deliveries():
+            if open_delivery.flow_id in self.flows:
+                continue
+            delivery = await self._open_from_store(open_delivery.flow_id, open_delivery.backend2_ws_url)
+            if open_delivery.finished:
+                delivery.log.finish(time.monotonic())
+            opened += 1
+        return opened
+
+    async def _open_from_store(self, flow_id: str, url: str) -> _Delivery:
+        """A delivery resumed after the seq Backend 2 last confirmed, the events since loaded
+        from the store; concurrent callers for one flow share one backfill."""
+        opening = self._opening.get(flow_id)
+        if opening is None:
+            opening = self._opening[flow_id] = asyncio.ensure_future(self._backfill(flow_id, url))
+            opening.add_done_callback(lambda _: self._opening.pop(flow_id, None))
+        return await asyncio.shield(opening)
+
+    async def _backfill(self, flow_id: str, url: str) -> _Delivery:
+        assert self.store is not None
+        record = await self.store.get_run(flow_id)
+        after = record.delivered_seq if record is not None else 0
+        delivery = self._open(flow_id, url, start_after=after)
+        while True:
+            page = [json.loads(text) for text in await self.store.events(flow_id, after, 500)]
+            if not page:
+                break
+            self.logs.add(delivery.log, page, time.monotonic())
+            after = page[-1]["seq"]
+        delivery.wake.set()
+        return delivery
+
     async def publish(self, flow_id: str, url: str, messages: list[Message] | bytes, final: bool = False) -> None:
+        await self._ready_once()
         batch: list[Message] = json.loads(messages) if isinstance(messages, bytes | bytearray) else messages
         if not batch:
             if final:
                 await self.finish(flow_id)
             return
         delivery = self.flows.get(flow_id)
-        if delivery is None or (delivery.log.finished and batch[0]["seq"] == 1):
+        if flow_id in self._opening or (delivery is None and batch[0]["seq"] > 1 and self.store is not None):
+            delivery = await self._open_from_store(flow_id, url)  # a streamer restarted mid-flow
+        elif delivery is None or (delivery.log.finished and batch[0]["seq"] == 1):
             delivery = self._open(flow_id, url)
         dropped_before = delivery.log.dropped
         self.logs.add(delivery.log, batch, time.monotonic())
@@ -215,17 +292,11 @@ class StreamerCore:
             "connect_attempts": delivery.attempts,
             "last_error": delivery.last_error,
             "gave_up": delivery.gave_up,
+            "refused_seqs": list(delivery.refused_seqs),
         }
 
-    async def open_flows(self) -> list[dict[str, Any]]:
-        """Flows whose end was never announced (for a restarted coordinator to close)."""
-        return [
-            {"flow_id": fid, "last_seq": d.log.last_seq, "url": d.log.url}
-            for fid, d in self.flows.items()
-            if not d.log.finished
-        ]
-
     async def stats(self) -> dict[str, Any]:
+        await self._ready_once()
         return {
             "flows": len(self.flows),
             "connections": sum(d.connected for d in self.flows.values()),
@@ -242,6 +313,7 @@ class StreamerCore:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._write_confirmations()
 
     def expire(self, now: float) -> int:
         """Forget the flows past retention, stopping a delivery still running; returns how many."""
@@ -260,11 +332,13 @@ class StreamerCore:
 
     # -- one flow's delivery --------------------------------------------------------------
 
-    def _open(self, flow_id: str, url: str) -> _Delivery:
+    def _open(self, flow_id: str, url: str, start_after: int = 0) -> _Delivery:
         previous = self.flows.pop(flow_id, None)
         if previous is not None and previous.task is not None:
             previous.task.cancel()
         delivery = _Delivery(self.logs.open(flow_id, url))
+        if start_after:
+            delivery.log.start_after(start_after)
         try:
             delivery.destination = parse_ws_url(url)
         except DestinationError as exc:
@@ -379,7 +453,8 @@ class StreamerCore:
     async def _send_burst(self, delivery: _Delivery, connection: ClientConnection, acks: deque[_Ack]) -> bool:
         """Send what is due within the window, then a ping as the ack barrier."""
         event_log = delivery.log
-        batch = event_log.ready(WINDOW - event_log.unconfirmed_count)
+        window = 1 if delivery.careful_until > event_log.delivered_seq else WINDOW
+        batch = event_log.ready(window - event_log.unconfirmed_count)
         if not batch:
             return False
         for message in batch:
@@ -400,6 +475,31 @@ class StreamerCore:
             if newly:
                 delivery.progress_at = now
                 metrics.events_delivered(newly)
+                self._record_confirmation(delivery.log.flow_id, delivery.log.delivered_seq)
+
+    def _record_confirmation(self, flow_id: str, seq: int) -> None:
+        if self.store is None:
+            return
+        self._confirmed[flow_id] = seq
+        if self._confirm_flush is None:
+            self._confirm_flush = asyncio.get_running_loop().create_task(self._flush_confirmations())
+
+    async def _flush_confirmations(self) -> None:
+        try:
+            await asyncio.sleep(CONFIRM_FLUSH_INTERVAL)
+            await self._write_confirmations()
+        finally:
+            self._confirm_flush = None
+
+    async def _write_confirmations(self) -> None:
+        confirmed, self._confirmed = self._confirmed, {}
+        if self.store is None:
+            return
+        for flow_id, seq in confirmed.items():
+            try:
+                await self.store.mark_delivered(flow_id, seq)
+            except Exception as exc:  # a lost confirmation only means a few events are resent after a restart
+                log.warning("flow %s: the delivered seq could not be recorded: %s", flow_id, exc)
 
     async def _wait(self, delivery: _Delivery, acks: deque[_Ack], closed: asyncio.Future[None]) -> None:
         """Until new events, a pong, a closed connection, an ack timeout or a gap to skip."""
@@ -424,7 +524,32 @@ class StreamerCore:
                 "flow %s: events missing before seq %d were skipped", delivery.log.flow_id, delivery.log.next_seq
             )
 
+    def _note_refusal(self, delivery: _Delivery) -> None:
+        """Backend 2 closed with a refusal code: count it against the first unconfirmed event,
+        and skip that event after `MAX_REFUSALS`."""
+        connection = delivery.connection
+        code = connection.close_code if connection is not None else None
+        if code not in REFUSAL_CODES:
+            return
+        event_log = delivery.log
+        if delivery.careful_until <= event_log.delivered_seq:  # which event of the burst? send one at a time
+            delivery.careful_until = event_log.sent_seq
+            return
+        seq = event_log.delivered_seq + 1
+        delivery.refusals[seq] = delivery.refusals.get(seq, 0) + 1
+        if delivery.refusals[seq] >= MAX_REFUSALS:
+            delivery.refused_seqs.append(seq)
+            event_log.mark_delivered(seq, time.monotonic())
+            log.warning(
+                "flow %s: Backend 2 refused event seq %d %d times (close code %d); it was skipped",
+                event_log.flow_id,
+                seq,
+                MAX_REFUSALS,
+                code,
+            )
+
     async def _connection_lost(self, delivery: _Delivery, exc: BaseException) -> None:
+        self._note_refusal(delivery)
         was_connected = delivery.connection is not None
         delivery.reconnects += 1
         metrics.backend2_reconnect()
@@ -483,7 +608,7 @@ class Backend2Streamer(StreamerCore):
         make_undumpable()  # nothing of this uid (custom code included) may read its environ or memory
         settings = get_settings()
         configure_logging(settings)
-        super().__init__(settings, extra_denied_ports=_cluster_ports())
+        super().__init__(settings, extra_denied_ports=_cluster_ports(), store=open_run_store(settings))
 
 
 def _cluster_ports() -> set[int]:

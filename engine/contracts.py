@@ -72,6 +72,7 @@ class ElementStartedData(TypedDict):
     type: str
     name: str
     inputs: dict[str, Any]
+    resumed: NotRequired[bool]  # True: started again by a resumed run (it was running when its process stopped)
 
 
 class LlmChunkData(TypedDict):

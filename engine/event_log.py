@@ -299,6 +299,11 @@ class FlowEventLog:
         if self.finished_at is None:
             self.finished_at = now
 
+    def start_after(self, seq: int) -> None:
+        """An empty log that resumes a delivery: events up to `seq` count as delivered."""
+        self.next_seq = seq + 1
+        self.sent_seq = self.delivered_seq = self._confirmed_before = self._skip_to = seq
+
     def end_delivery(self, now: float) -> None:
         self.delivery_ended_at = now
 

@@ -1,6 +1,7 @@
 """Numbering and delivery of one flow's events to an injected sink.
 
-Contract: `EventEmitter.emit` stamps the envelope (`seq` contiguous from 1, UTC timestamp),
+Contract: `EventEmitter.emit` stamps the envelope (`seq` contiguous from 1, or from
+`last_seq + 1` for a resumed run that continues the events already stored; UTC timestamp),
 scrubs secret values out of every string it carries, and hands the `Event` to the sink at once
 and in `seq` order. The sink is a plain callable that must not block (the runtime batches and
 forwards; tests collect into a list).
@@ -80,11 +81,11 @@ class Redactor:
 
 
 class EventEmitter:
-    def __init__(self, flow_id: str, sink: EventSink, redactor: Redactor | None = None):
+    def __init__(self, flow_id: str, sink: EventSink, redactor: Redactor | None = None, last_seq: int = 0):
         self.flow_id = flow_id
         self._sink = sink
         self._redactor = redactor or Redactor()
-        self._seq = 0
+        self._seq = last_seq
 
     @property
     def last_seq(self) -> int:

@@ -109,6 +109,25 @@ class RunSummary:
     error: ErrorInfo | None
 
 
+def run_cursor(run: RunSummary) -> str:
+    """The `before` cursor that continues a history page after `run` (newest first)."""
+    return f"{run.created_at!r}/{run.flow_id}"
+
+
+def parse_run_cursor(cursor: str) -> tuple[float, str] | None:
+    """`(created_at, flow_id)` of a cursor made by `run_cursor`; None if it is not one."""
+    created, _, flow_id = cursor.partition("/")
+    try:
+        return float(created), flow_id
+    except ValueError:
+        return None
+
+
+def newest_first(run: RunSummary) -> tuple[float, str]:
+    """The sort key of the history (use with `reverse=True`): creation time, then flow id."""
+    return run.created_at, run.flow_id
+
+
 @dataclass(frozen=True)
 class RunPage:
     runs: list[RunSummary]

@@ -10,16 +10,31 @@ Contract:
   A connection from a routing element names a branch in `from_output`, carries all of its
   outputs, and is skipped when the branch was not taken. Elements unreachable from the start
   never run and their connections count as skipped.
-- Inputs are checked against `input_schema` before a run, outputs against `output_schema`
-  after; a mismatch is an `element_error` naming the field.
-- Per-element `timeout` cancels the running coroutine (preemptive); `retry` re-runs an
-  element after errors marked transient, with exponential backoff and full jitter.
+- One element's run — input and output checks, `timeout`, `retry` — is `engine.element_runner`.
 - An element error fails the flow and cancels the elements still running, unless the element
   says `on_error: "continue"` (then its outgoing connections are skipped and the flow goes on).
+  Once the flow is failing, no element starts any more.
 - `max_execution_time` is a hard deadline (status `timed_out`); `cancel()` ends the run with
   status `cancelled`. Either way running elements are cancelled and report `element_error`.
 - Events go to the injected sink with contiguous `seq`: `flow_started` first, `flow_completed`
   last (`status`, `outputs`, `error`, `duration_ms`).
+- Checkpoints go to the injected `on_checkpoint` (default: none kept), synchronously and
+  before the event they go with, so a store committing both together never holds an event
+  without its checkpoint: `running` when an element starts (and at each retry), `completed`,
+  `failed` or `cancelled` when it settles (`engine.element_runner`), `skipped` before
+  `element_skipped`. Unreachable and not-run elements have none.
+- Resuming (`resume=Resume(checkpoints, last_seq)`, `engine.run_state`): the run continues a
+  stored one whose process stopped before `flow_completed`. No `flow_started` again (unless
+  `last_seq` is 0); seqs go on from `last_seq + 1`. Elements with a `completed`, `skipped` or
+  `failed` checkpoint are settled from it without running and without events — their
+  connections carry the stored outputs, a routing element's untaken branches stay skipped, a
+  `failed` one with `on_error: "continue"` skips its connections, and one without fails the
+  flow (nothing more starts; elements that were running end `cancelled`). Elements whose last
+  checkpoint is `running` or `cancelled` (stopped by the process's end, not by their own fault)
+  run again, with attempts counted on from the stored ones and `"resumed": true` in their
+  `element_started`; elements never started run as usual. Records and the snapshot show the
+  stored state, attempts, timings and errors, and the flow's outputs are restored with its
+  output element. `max_execution_time` and `duration_ms` count from the resume.
 - Elements are called through an `ElementInvoker`, so the runtime decides where each kind of
   element runs (inline, a Ray task, the sandbox actor) without touching this module.
 """
@@ -27,86 +42,31 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
-
-from engine.contracts import ElementErrorData, ElementSnapshot, ErrorInfo, RunSnapshot
-from engine.element import AnyElement, ElementContext, ElementResult
-from engine.errors import ElementTimeout, InputValidationError, OutputValidationError, describe, is_transient
+from engine.contracts import ErrorInfo, RunSnapshot
+from engine.element import AnyElement, ElementResult
+from engine.element_runner import CheckpointSink, ElementInvoker, ElementRunner, InlineInvoker, as_result, ms_since
 from engine.events import EventEmitter, EventSink, Redactor
 from engine.models import utc_timestamp
 from engine.plan import FlowPlan
-from engine.port_check import check_ports
 from engine.ports import Services
+from engine.run_state import ElementRecord, ElementState, FlowStatus, Resume
+from engine.run_store import ElementCheckpoint
 from engine.settings import Settings
 
-
-class FlowStatus(enum.StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    TIMED_OUT = "timed_out"
-
-
-class ElementState(enum.StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-    UNREACHABLE = "unreachable"
-    NOT_RUN = "not_run"
-
-
-class ElementInvoker(Protocol):
-    async def invoke(self, element: AnyElement, inputs: dict[str, Any], ctx: ElementContext) -> ElementResult:
-        """Run one attempt of an element wherever the runtime places it."""
-        ...
-
-
-def as_result(value: dict[str, Any] | ElementResult) -> ElementResult:
-    if isinstance(value, ElementResult):
-        return value
-    if not isinstance(value, dict):
-        raise OutputValidationError(f"execute() must return a dict of outputs, got {type(value).__name__}")
-    return ElementResult(outputs=value)
-
-
-class InlineInvoker:
-    """Runs every element in the caller's event loop — the engine without a runtime."""
-
-    async def invoke(self, element: AnyElement, inputs: dict[str, Any], ctx: ElementContext) -> ElementResult:
-        return as_result(await element.execute(inputs, ctx))
-
-
-@dataclass
-class ElementRecord:
-    type: str
-    state: ElementState = ElementState.PENDING
-    started_at: str | None = None
-    duration_ms: float | None = None
-    attempts: int = 0
-    error: ErrorInfo | None = None
-
-    def as_dict(self) -> ElementSnapshot:
-        return {
-            "type": self.type,
-            "state": self.state.value,
-            "started_at": self.started_at,
-            "duration_ms": self.duration_ms,
-            "attempts": self.attempts,
-            "error": self.error,
-        }
+__all__ = ["ElementInvoker", "ElementState", "FlowRun", "FlowStatus", "InlineInvoker", "Resume", "as_result"]
 
 
 _SKIPPED = object()  # settled connection state: skipped (a dict payload means delivered)
+_SETTLED = frozenset({"completed", "skipped", "failed"})  # checkpoints a resumed run settles from
+_INTERRUPTED = frozenset({"running", "cancelled"})  # checkpoints of elements a resumed run starts again
+
+
+def _discard(checkpoint: ElementCheckpoint) -> None:
+    """The default checkpoint callback: a run that is not durable keeps no checkpoints."""
 
 
 @dataclass
@@ -126,11 +86,14 @@ class FlowRun:
     invoker: ElementInvoker = field(default_factory=InlineInvoker)
     max_execution_time: float = 300.0
     redactor: Redactor = field(default_factory=Redactor)
+    on_checkpoint: CheckpointSink = _discard
+    resume: Resume | None = None
 
     def __post_init__(self) -> None:
         self.status = FlowStatus.PENDING
-        self.emitter = EventEmitter(self.plan.flow_id, self.sink, self.redactor)
-        self.records = {eid: ElementRecord(el.type_name) for eid, el in self.plan.elements.items()}
+        last_seq = self.resume.last_seq if self.resume else 0
+        self.emitter = EventEmitter(self.plan.flow_id, self.sink, self.redactor, last_seq)
+        self.records = {eid: ElementRecord(eid, el.type_name) for eid, el in self.plan.elements.items()}
         self.outputs: dict[str, Any] = {}
         self.error: ErrorInfo | None = None
         self.started_at: str | None = None
@@ -138,10 +101,23 @@ class FlowRun:
         self.duration_ms: float | None = None
         self._settled: list[Any] = [None] * len(self.plan.definition.connections)
         self._running: dict[asyncio.Task[ElementResult], str] = {}
-        self._failure: ErrorInfo | None = None
+        self._restorable = self.resume.latest() if self.resume else {}
+        unknown = sorted(self._restorable.keys() - self.records.keys())
+        if unknown:
+            raise ValueError(f"checkpoints of elements that are not in flow '{self.plan.flow_id}': {unknown}")
+        self._failure: ErrorInfo | None = self._restored_failure()
         self._abort: _Abort | None = None
         self._stop = asyncio.Event()
         self._stop_reason = "cancelled by request"
+        self._runner = ElementRunner(
+            self.plan.flow_id,
+            self.settings,
+            self.services,
+            self.invoker,
+            self.emitter,
+            self.redactor,
+            self.on_checkpoint,
+        )
 
     # -- public -------------------------------------------------------------------------------
 
@@ -154,11 +130,12 @@ class FlowRun:
         return True
 
     async def run(self) -> RunSnapshot:
-        """Execute the flow to its end; returns the final `snapshot()`."""
+        """Execute the flow to its end (or, resuming, from its checkpoints); returns the final `snapshot()`."""
         t0 = time.monotonic()
         self.status = FlowStatus.RUNNING
-        self.started_at = utc_timestamp()
-        self.emitter.emit("flow_started", {"start_element_id": self.plan.start_id, "elements": len(self.records)})
+        self.started_at = (self.resume and self.resume.started_at) or utc_timestamp()
+        if self.emitter.last_seq == 0:
+            self.emitter.emit("flow_started", {"start_element_id": self.plan.start_id, "elements": len(self.records)})
         try:
             outcome = await self._drive(t0 + self.max_execution_time)
         except asyncio.CancelledError:
@@ -186,7 +163,7 @@ class FlowRun:
 
     async def _drive(self, deadline: float) -> _Abort | None:
         self._mark_unreachable()
-        self._launch(self.plan.start_id, dict(self.initial_inputs))
+        self._start(self.plan.start_id, dict(self.initial_inputs))
         stop_waiter = asyncio.ensure_future(self._stop.wait())
         try:
             while self._running:
@@ -218,10 +195,32 @@ class FlowRun:
             for index in self.plan.outgoing[eid]:
                 self._settled[index] = _SKIPPED
 
-    def _launch(self, element_id: str, inputs: dict[str, Any]) -> None:
+    def _start(self, element_id: str, inputs: dict[str, Any] | None) -> None:
+        """Run an element whose incoming connections all settled (`inputs` None: none delivered),
+        or skip it; when the run resumes, settle it from its checkpoint instead if it has one."""
+        checkpoint = self._restorable.pop(element_id, None)
+        if checkpoint is not None and checkpoint.state in _SETTLED:
+            self._restore(element_id, checkpoint)
+            return
+        interrupted = checkpoint if checkpoint is not None and checkpoint.state in _INTERRUPTED else None
+        if inputs is None:
+            record = self.records[element_id]
+            record.state = ElementState.SKIPPED
+            self.on_checkpoint(record.checkpoint())
+            self.emitter.emit("element_skipped", {"reason": "no incoming branch was taken"}, element_id)
+            self._settle(element_id, None)
+        elif self._failure is not None:  # the flow is failing: nothing starts any more
+            if interrupted is not None:
+                self._restore_interrupted(element_id, interrupted)
+        else:
+            self._launch(element_id, inputs, interrupted)
+
+    def _launch(self, element_id: str, inputs: dict[str, Any], interrupted: ElementCheckpoint | None) -> None:
         record = self.records[element_id]
         record.state = ElementState.RUNNING
-        task = asyncio.create_task(self._run_element(element_id, inputs), name=f"{self.plan.flow_id}/{element_id}")
+        record.attempts = interrupted.attempts if interrupted else 0
+        run = self._runner.run(self.plan.elements[element_id], record, inputs, resumed=interrupted is not None)
+        task = asyncio.create_task(run, name=f"{self.plan.flow_id}/{element_id}")
         self._running[task] = element_id
 
     def _on_done(self, element_id: str, task: asyncio.Task[ElementResult]) -> None:
@@ -235,6 +234,34 @@ class FlowRun:
         elif self._failure is None:
             failure = record.error or {"error_type": "element_error", "message": "failed"}
             self._failure = {**failure, "element_id": element_id}
+
+    # -- resuming -----------------------------------------------------------------------------
+
+    def _restored_failure(self) -> ErrorInfo | None:
+        """The failure that was failing the flow when its process stopped, if any."""
+        for checkpoint in self._restorable.values():
+            continues = self.plan.elements[checkpoint.element_id].definition.on_error == "continue"
+            if checkpoint.state == "failed" and not continues:
+                failure = checkpoint.error or {"error_type": "element_error", "message": "failed"}
+                return {**failure, "element_id": checkpoint.element_id}
+        return None
+
+    def _restore(self, element_id: str, checkpoint: ElementCheckpoint) -> None:
+        """Settle an element from its checkpoint, silently, as if it had just settled."""
+        self.records[element_id].restore(checkpoint)
+        if checkpoint.state == "completed":
+            ports = None if checkpoint.ports is None else frozenset(checkpoint.ports)
+            self._settle(element_id, ElementResult(checkpoint.outputs or {}, ports))
+        elif checkpoint.state == "skipped" or self.plan.elements[element_id].definition.on_error == "continue":
+            self._settle(element_id, None)
+
+    def _restore_interrupted(self, element_id: str, checkpoint: ElementCheckpoint) -> None:
+        """An element that was running or cancelled while the flow was failing ends cancelled."""
+        record = self.records[element_id]
+        record.restore(checkpoint)
+        if checkpoint.state == "running":
+            message = "cancelled because another element failed"
+            self._runner.report_error(record, ElementState.CANCELLED, "cancelled", message, None)
 
     # -- data movement ------------------------------------------------------------------------
 
@@ -267,118 +294,26 @@ class FlowRun:
         return {to_input or port: outputs[port]}
 
     def _on_input_settled(self, element_id: str) -> None:
-        record = self.records[element_id]
-        if record.state is not ElementState.PENDING:
+        if self.records[element_id].state is not ElementState.PENDING:
             return
         settled = [self._settled[i] for i in self.plan.incoming[element_id]]
         if any(state is None for state in settled):
             return
         delivered = [state for state in settled if state is not _SKIPPED]
         if not delivered:
-            record.state = ElementState.SKIPPED
-            self.emitter.emit("element_skipped", {"reason": "no incoming branch was taken"}, element_id)
-            self._settle(element_id, None)
+            self._start(element_id, None)
             return
         inputs: dict[str, Any] = {}
         for payload in delivered:
             inputs.update(payload)
-        self._launch(element_id, inputs)
-
-    # -- one element --------------------------------------------------------------------------
-
-    async def _run_element(self, element_id: str, inputs: dict[str, Any]) -> ElementResult:
-        element = self.plan.elements[element_id]
-        definition = element.definition
-        record = self.records[element_id]
-        record.started_at = utc_timestamp()
-        t0 = time.monotonic()
-        self.emitter.emit(
-            "element_started",
-            {"type": element.type_name, "name": definition.display_name, "inputs": inputs},
-            element_id,
-        )
-        ctx = ElementContext(
-            flow_id=self.plan.flow_id,
-            element_id=element_id,
-            settings=self.settings,
-            services=self.services,
-            emit_chunk_event=lambda chunk, index: self.emitter.emit(
-                "llm_chunk", {"chunk": chunk, "index": index}, element_id
-            ),
-        )
-        try:
-            problems = check_ports(inputs, definition.input_schema)
-            if problems:
-                raise InputValidationError(f"invalid input of '{definition.display_name}': " + "; ".join(problems))
-            result = await self._attempts(element, inputs, ctx, record)
-            problems = check_ports(result.outputs, definition.output_schema)
-            if problems:
-                raise OutputValidationError(f"invalid output of '{definition.display_name}': " + "; ".join(problems))
-        except asyncio.CancelledError:
-            abort = self._abort or _Abort(FlowStatus.CANCELLED, "cancelled", "cancelled")
-            self._record_error(element_id, ElementState.CANCELLED, abort.error_type, abort.message, t0)
-            raise
-        except Exception as exc:  # an element failure is data, reported as element_error
-            error_type, message = describe(exc)
-            self._record_error(element_id, ElementState.FAILED, error_type, message, t0)
-            raise
-        record.state = ElementState.COMPLETED
-        record.duration_ms = _ms_since(t0)
-        self.emitter.emit(
-            "element_completed", {"outputs": result.outputs, "duration_ms": record.duration_ms}, element_id
-        )
-        return result
-
-    async def _attempts(
-        self, element: AnyElement, inputs: dict[str, Any], ctx: ElementContext, record: ElementRecord
-    ) -> ElementResult:
-        policy = element.definition.retry
-        if policy is None:
-            record.attempts = 1
-            return await self._attempt(element, inputs, ctx)
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.max_attempts),
-            wait=wait_random_exponential(multiplier=policy.initial_delay, max=policy.max_delay),
-            retry=retry_if_exception(is_transient),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                record.attempts = attempt.retry_state.attempt_number
-                result = await self._attempt(element, inputs, ctx)
-        return result
-
-    async def _attempt(self, element: AnyElement, inputs: dict[str, Any], ctx: ElementContext) -> ElementResult:
-        limit = element.definition.timeout
-        if limit is None:
-            return await self.invoker.invoke(element, inputs, ctx)
-        try:
-            async with asyncio.timeout(limit) as scope:
-                return await self.invoker.invoke(element, inputs, ctx)
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            name = element.definition.display_name
-            raise ElementTimeout(f"'{name}' did not finish within its timeout of {limit:g} s") from None
-
-    def _record_error(self, element_id: str, state: ElementState, error_type: str, message: str, t0: float) -> None:
-        record = self.records[element_id]
-        record.state = state
-        record.duration_ms = _ms_since(t0)
-        message = self.redactor.text(message)
-        record.error = {"error_type": error_type, "message": message}
-        data: ElementErrorData = {
-            "error_type": error_type,
-            "message": message,
-            "attempts": record.attempts,
-            "duration_ms": record.duration_ms,
-        }
-        self.emitter.emit("element_error", data, element_id)
+        self._start(element_id, inputs)
 
     # -- ending -------------------------------------------------------------------------------
 
     async def _abort_running(self, abort: _Abort | None) -> None:
         self._abort = abort
+        if abort is not None:
+            self._runner.cancel_reason = (abort.error_type, abort.message)
         if not self._running:
             return
         for task in self._running:
@@ -392,7 +327,7 @@ class FlowRun:
                 record.state = ElementState.NOT_RUN
         self.status = status
         self.finished_at = utc_timestamp()
-        self.duration_ms = _ms_since(t0)
+        self.duration_ms = ms_since(t0)
         if status is FlowStatus.FAILED:
             self.error = self._failure
         elif status is not FlowStatus.COMPLETED:
@@ -402,7 +337,3 @@ class FlowRun:
             "flow_completed",
             {"status": status.value, "outputs": self.outputs, "error": self.error, "duration_ms": self.duration_ms},
         )
-
-
-def _ms_since(t0: float) -> float:
-    return round((time.monotonic() - t0) * 1000, 3)

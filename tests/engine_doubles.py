@@ -1,10 +1,11 @@
-"""Test-only element types for exercising the scheduler (sleep, fail, flaky, echo, route), the
+"""Test-only element types for exercising the scheduler (sleep, fail, flaky, echo, route, hang), the
 registry of the built-in types plus these (`TEST_REGISTRY`), and the engine's entry points bound
-to it (`validate_request`, `prepare_run`, `run_local`)."""
+to it (`validate_request`, `prepare_run`, `prepare_durable_run`, `run_local`)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
@@ -93,7 +94,22 @@ class ChunkElement(ElementBase[_Config]):
         return {"text": text}
 
 
-TEST_REGISTRY = builtin_registry().with_types(EchoElement, FailElement, FlakyElement, RouteElement, ChunkElement)
+class HangElement(ElementBase[_Config]):
+    """The first time it runs in a flow it hangs until cancelled, like an element whose process
+    stopped under it; after that it outputs its inputs, like `test_echo`."""
+
+    type_name = "test_hang"
+
+    async def execute(self, inputs, ctx):
+        _mark(ctx, "start")
+        if len(CALLS[f"{ctx.flow_id}/{ctx.element_id}/start"]) == 1:
+            await asyncio.Event().wait()
+        return dict(inputs)
+
+
+TEST_REGISTRY = builtin_registry().with_types(
+    EchoElement, FailElement, FlakyElement, RouteElement, ChunkElement, HangElement
+)
 
 
 def validate_request(body: Any, settings: Settings) -> validation.Validation:
@@ -102,6 +118,15 @@ def validate_request(body: Any, settings: Settings) -> validation.Validation:
 
 def prepare_run(body: Any, settings: Settings, sink: Any, services: Any = None, invoker: Any = None) -> Any:
     return local.prepare_run(body, settings, sink, services, invoker, registry=TEST_REGISTRY)
+
+
+def prepare_durable_run(
+    body: Any, settings: Settings, sink: Any, on_checkpoint: Any, resume: Any = None, invoker: Any = None
+) -> Any:
+    """`prepare_run` with a checkpoint callback and, to continue a stored run, a `Resume`."""
+    return dataclasses.replace(
+        prepare_run(body, settings, sink, invoker=invoker), on_checkpoint=on_checkpoint, resume=resume
+    )
 
 
 async def run_local(body: Any, settings: Settings | None = None, services: Any = None) -> Any:

@@ -16,7 +16,7 @@ from typing import Any, NotRequired
 
 from pydantic import BaseModel
 
-from engine.contracts import EventMessage, ProblemInfo, RunSnapshot
+from engine.contracts import ErrorInfo, EventMessage, ProblemInfo, RunSnapshot
 from engine.validation import MAX_PROBLEMS_CEILING, Problem, bound_problems
 
 
@@ -50,6 +50,31 @@ class FlowStatusOut(RunSnapshot):
 class EventsOut(BaseModel):
     flow_id: str
     events: list[EventMessage]
+
+
+class RunOut(BaseModel):
+    flow_id: str
+    status: str
+    created_at: float  # Unix seconds
+    finished_at: float | None = None
+    duration_ms: float | None = None
+    error: ErrorInfo | None = None
+
+
+class RunsOut(BaseModel):
+    runs: list[RunOut]
+    next: str | None = None  # pass as `before` for the next page
+
+
+class ElementOut(BaseModel):
+    element_id: str
+    state: str
+    outputs: dict[str, Any] | None = None  # full, never shortened
+    ports: list[str] | None = None
+    attempts: int = 0
+    started_at: str | None = None
+    duration_ms: float | None = None
+    error: ErrorInfo | None = None
 
 
 def problems_body(detail: str, problems: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

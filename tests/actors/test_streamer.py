@@ -375,8 +375,13 @@ async def test_retained_bytes_are_capped_per_flow_and_in_total():
 @pytest.fixture(scope="module")
 def ray_started():
     started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if started:  # a Ray of its own: the actor's run store in memory (the service's Ray has a store directory)
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"RUN_STORE": "memory"}},
+        )
     yield
     if started:
         ray.shutdown()

@@ -26,16 +26,14 @@ def wait_status(service, flow_id, timeout=15):
     raise AssertionError(f"{flow_id} still running")
 
 
-def test_a_killed_coordinator_fails_its_flows_clearly_and_is_restarted(service, backend2, fake_bedrock):
-    flow_id = streaming_llm_flow(service, backend2, fake_bedrock, chunks=400)
+def test_a_killed_coordinator_is_restarted_and_resumes_its_flows(service, backend2, fake_bedrock):
+    flow_id = streaming_llm_flow(service, backend2, fake_bedrock, chunks=100)
     coordinator = ray.get_actor(coordinator_name(coordinator_index(flow_id, 2)), namespace=NAMESPACE)
     ray.kill(coordinator, no_restart=False)
-    events = backend2.wait_for_completion(f"ws/{flow_id}", timeout=30)
-    final = events[-1]
-    assert final["data"]["status"] == "failed"
-    assert final["data"]["error"]["error_type"] == "coordinator_failed"
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert wait_status(service, flow_id)["status"] == "failed"
+    events = backend2.wait_for_completion(f"ws/{flow_id}", timeout=60)
+    assert sorted(e["seq"] for e in events) == list(range(1, len(events) + 1))
+    assert max(events, key=lambda e: e["seq"])["data"]["status"] == "completed"
+    assert wait_status(service, flow_id, timeout=30)["status"] == "completed"
     again = seed_flow(backend2, flow_id=f"{flow_id}-after")
     assert post(service, again).status_code == 200
     assert backend2.wait_for_completion(f"ws/{again['flow_id']}")[-1]["data"]["status"] == "completed"
