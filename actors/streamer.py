@@ -539,7 +539,7 @@ class StreamerCore:
         delivery.refusals[seq] = delivery.refusals.get(seq, 0) + 1
         if delivery.refusals[seq] >= MAX_REFUSALS:
             delivery.refused_seqs.append(seq)
-            event_log.mark_delivered(seq, time.monotonic())
+            event_log.skip(seq, time.monotonic())
             log.warning(
                 "flow %s: Backend 2 refused event seq %d %d times (close code %d); it was skipped",
                 event_log.flow_id,

@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("LLM streaming (fake Bedrock)", "bench.bench_llm"),
     ("LLM flows through the whole service (fake Bedrock → Backend 2)", "bench.bench_llm_service"),
     ("custom_code sandbox", "bench.bench_custom_code"),
+    ("Run store: cost of persistence", "bench.bench_run_store"),
 ]
 LIMIT_SECONDS = 300
 

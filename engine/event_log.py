@@ -299,6 +299,11 @@ class FlowEventLog:
         if self.finished_at is None:
             self.finished_at = now
 
+    def skip(self, seq: int, now: float = 0.0) -> None:
+        """Count everything up to `seq` as delivered for good: a reconnection never resends it."""
+        self.mark_delivered(seq, now)
+        self._confirmed_before = max(self._confirmed_before, seq)
+
     def start_after(self, seq: int) -> None:
         """An empty log that resumes a delivery: events up to `seq` count as delivered."""
         self.next_seq = seq + 1

@@ -17,6 +17,7 @@ from websockets.http11 import Response
 
 from actors.streamer import DELIVERY_FAILED, POLICY_REFUSED, Backend2Streamer, StreamerCore
 from engine.settings import Settings
+from tests.fakes.backend2 import FakeBackend2
 
 
 def events(flow_id: str, first: int, last: int, final: bool = False) -> list[dict]:
@@ -217,6 +218,22 @@ async def test_an_event_over_the_frame_limit_is_delivered_truncated_and_the_flow
     assert outputs["note"] == "kept" and outputs["blob"]["truncated"] and outputs["blob"]["bytes"] == 2_000_002
     state = await streamer.delivery_state(flow)
     assert state["truncated"] == 1 and state["reconnects"] == 0
+
+
+async def test_a_message_backend2_refuses_is_found_skipped_after_three_tries_and_recorded(streamer):
+    small = FakeBackend2(max_size=2_000).start()  # refuses (1009) any message over 2 KB
+    try:
+        flow = new_flow("refused")
+        batch = events(flow, 1, 6, final=True)
+        batch[2]["data"] = {"outputs": {"text": "y" * 5_000}}  # within MAX_EVENT_BYTES, over this Backend 2's limit
+        await streamer.publish(flow, small.url(f"ws/{flow}"), batch, final=True)
+        received = await asyncio.to_thread(small.wait_for_completion, f"ws/{flow}", 30)
+        assert seqs(small.unique(f"ws/{flow}")) == [1, 2, 4, 5, 6]  # only the refused one is missing
+        state = await streamer.delivery_state(flow)
+        assert state["refused_seqs"] == [3] and not state["gave_up"]
+        assert received[-1]["type"] == "flow_completed"
+    finally:
+        small.shutdown()
 
 
 async def test_events_are_read_a_page_at_a_time():

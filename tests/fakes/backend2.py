@@ -21,8 +21,9 @@ from websockets.exceptions import ConnectionClosed
 
 
 class FakeBackend2:
-    def __init__(self, port: int = 0, read_delay: float = 0.0, on_message=None):
+    def __init__(self, port: int = 0, read_delay: float = 0.0, on_message=None, max_size: int | None = 2**20):
         self.port = port
+        self.max_size = max_size  # websockets' own limit of a message; over it the connection closes with 1009
         self.on_message = on_message  # called (in the server's thread) with each decoded message
         self.read_delay = read_delay
         self.raw: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -42,7 +43,7 @@ class FakeBackend2:
         return self
 
     async def _start(self) -> None:
-        self._server = await serve(self._handle, "127.0.0.1", self.port, reuse_address=True)
+        self._server = await serve(self._handle, "127.0.0.1", self.port, reuse_address=True, max_size=self.max_size)
         self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:

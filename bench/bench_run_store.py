@@ -1,0 +1,201 @@
+"""The cost of persistence: the whole service on each run store, one after the other, in one run.
+
+For each store — `memory` (nothing durable: the baseline), `sqlite` (a fresh temp `DATA_DIR`),
+`postgres` (a fresh embedded PostgreSQL 18 server on loopback, `tests.fixtures.postgres`, with
+that fixture's settings: fsync off) — the service is started with `RUN_STORE=<store>`
+(`bench_service.running_service`: Ray + Serve, a websockets Backend 2 in its own process), then
+measured, then fully stopped (Serve and Ray shut down) before the next store starts:
+
+- relay: the seed's LLM flow (start → llm_text → end) streaming `CHUNKS` deltas `DELAY` s apart
+  from the fake Bedrock (its own process, shared by the three runs), `RELAY_FLOWS` flows one at
+  a time. Each delta carries `time.monotonic_ns()` taken by the fake Bedrock as it builds the
+  delta's frame; Backend 2 subtracts it when it receives the `llm_chunk` event (what
+  `bench_llm_service` measures): `relay_send_to_backend2_p50/p95/p99_<store>`.
+- flows/s at 32 clients for the plain 3-element flow (start → data_block → end), counted at its
+  `flow_completed` at Backend 2 (`bench_service.flow_throughput`), `FLOW_SECONDS` each.
+- store_commit_1_event_p50/p99: one store's `commit` of a single event (what a lone token
+  costs the coordinator's flush), timed in this process against the same store after its
+  service stopped: an idle box, the cost of the store and its driver alone.
+- postgres only: write transactions (xids the server assigned) per relayed token and per flow
+  of the throughput window, and write transactions per second during that window.
+
+Then the ratios against memory, and the issue's goal — persistence costs ≤ 15 % of flows/s and
+≤ 1 ms of relay p99 — as `goal_…: met|not met` (the benchmark never fails on it).
+Loopback only; bounded in time (~2–3 min on a 2-core box).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import types
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench.bench_llm import FakeProcess
+from bench.bench_llm_service import one_at_a_time
+from bench.bench_service import Arrivals, flow_started_latency, flow_throughput, pct, running_service
+
+STORES = ("memory", "sqlite", "postgres")
+CHUNKS = 20
+DELAY = 0.02  # seconds between deltas: each token goes through an idle coordinator on its own
+RELAY_FLOWS = 20
+FLOW_SECONDS = 6.0
+COMMITS = 300
+GOAL_FLOWS_RATIO = 0.85
+GOAL_RELAY_P99_MS = 1.0
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` set in os.environ for the block (Ray workers inherit it), the old one restored."""
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+async def _write_xids(url: str | None) -> int | None:
+    """PostgreSQL's next transaction id: it advances once per writing transaction (reading it
+    does not); None without a server."""
+    if url is None:
+        return None
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"))
+    finally:
+        await conn.close()
+
+
+async def measure(base: str, backend2, arrivals: Arrivals, pg_url: str | None) -> dict[str, float]:
+    await flow_started_latency(base, backend2, arrivals, 10)  # warm every path
+    await one_at_a_time(base, backend2, arrivals, 2)
+    figures: dict[str, float] = {}
+
+    arrivals.relay_ms.clear()
+    xid0 = await _write_xids(pg_url)
+    await one_at_a_time(base, backend2, arrivals, RELAY_FLOWS)
+    xid1 = await _write_xids(pg_url)
+    relay = list(arrivals.relay_ms)
+    figures["relay_p50"] = statistics.median(relay)
+    figures["relay_p95"] = pct(relay, 95)
+    figures["relay_p99"] = pct(relay, 99)
+    figures["relay_samples"] = len(relay)
+
+    t0 = time.perf_counter()
+    flows = await flow_throughput(base, backend2, arrivals, FLOW_SECONDS)
+    seconds = time.perf_counter() - t0
+    xid2 = await _write_xids(pg_url)
+    figures["flows_per_s"] = flows
+    if xid0 is not None and xid1 is not None and xid2 is not None:
+        figures["write_transactions_per_token"] = (xid1 - xid0) / max(len(relay), 1)
+        figures["write_transactions_per_flow"] = (xid2 - xid1) / max(flows * seconds, 1)
+        figures["write_transactions_per_s"] = (xid2 - xid1) / seconds
+    return figures
+
+
+async def commit_cost_ms(env: dict[str, str]) -> list[float]:
+    """Milliseconds of `commit` of one event, `COMMITS` times, on the store `env` configures."""
+    from engine.run_store import Commit, NewRun
+    from engine.settings import Settings
+    from services.run_store import open_run_store
+
+    with _environment(env):
+        store = open_run_store(Settings(_env_file=None))
+    await store.open()
+    try:
+        flow_id = f"commit-{uuid.uuid4().hex[:10]}"
+        await store.create_run(NewRun(flow_id, "bench", b"{}", "ws://127.0.0.1:9/ws", 0, time.time()))
+        text = '{"type":"llm_chunk","flow_id":"%s","seq":%d,"data":{"chunk":"w1 "}}'
+        samples = []
+        for seq in range(1, COMMITS + 1):
+            batch = Commit(events=[(flow_id, seq, text % (flow_id, seq))])
+            t0 = time.perf_counter()
+            await store.commit(batch)
+            samples.append((time.perf_counter() - t0) * 1000)
+        return samples
+    finally:
+        await store.close()
+
+
+def run_store(kind: str, env: dict[str, str], pg_url: str | None) -> dict[str, float]:
+    import ray
+
+    with _environment(env), running_service() as (base, backend2, arrivals):
+        figures = asyncio.run(measure(base, backend2, arrivals, pg_url))
+    assert not ray.is_initialized(), "Ray still running after the service stopped"
+    commits = asyncio.run(commit_cost_ms(env))
+    figures["commit_p50"] = statistics.median(commits)
+    figures["commit_p99"] = pct(commits, 99)
+    return figures
+
+
+def report(results: dict[str, dict[str, float]]) -> None:
+    for kind, figures in results.items():
+        print(f"flows_per_s_32_clients_3_elements_{kind}: {figures['flows_per_s']:.1f} flows/s")
+        for q in ("p50", "p95", "p99"):
+            print(f"relay_send_to_backend2_{q}_{kind}: {figures[f'relay_{q}']:.2f} ms")
+        print(f"relay_samples_{kind}: {figures['relay_samples']:.0f} tokens")
+        for q in ("p50", "p99"):
+            print(f"store_commit_1_event_{q}_{kind}: {figures[f'commit_{q}']:.3f} ms")
+        if "write_transactions_per_flow" in figures:
+            print(f"write_transactions_per_token_{kind}: {figures['write_transactions_per_token']:.2f} tx")
+            print(f"write_transactions_per_flow_{kind}: {figures['write_transactions_per_flow']:.2f} tx")
+            print(f"write_transactions_per_s_{kind}: {figures['write_transactions_per_s']:.0f} tx/s")
+    base = results["memory"]
+    for kind in STORES[1:]:
+        if kind not in results:
+            continue
+        figures = results[kind]
+        ratio = figures["flows_per_s"] / base["flows_per_s"]
+        p50_delta = figures["relay_p50"] - base["relay_p50"]
+        p99_delta = figures["relay_p99"] - base["relay_p99"]
+        print(f"flows_per_s_{kind}_vs_memory: {ratio:.2f} ×")
+        print(f"relay_p50_{kind}_minus_memory: {p50_delta:.2f} ms")
+        print(f"relay_p99_{kind}_minus_memory: {p99_delta:.2f} ms")
+        print(f"goal_flows_{kind}: {'met' if ratio >= GOAL_FLOWS_RATIO else 'not met'}")
+        print(f"goal_relay_{kind}: {'met' if p99_delta <= GOAL_RELAY_P99_MS else 'not met'}")
+
+
+def main() -> None:
+    from tests.fixtures.bedrock import bedrock_env
+    from tests.fixtures.postgres import EmbeddedPostgres
+
+    results: dict[str, dict[str, float]] = {}
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-run-store-"))
+    postgres: EmbeddedPostgres | None = None
+    try:
+        with FakeProcess(chunks=[f"w{i} " for i in range(CHUNKS)], delay=DELAY, stamp=True) as url:
+            common = bedrock_env(types.SimpleNamespace(url=url)) | {"AWS_EC2_METADATA_DISABLED": "true"}
+            for kind in STORES:
+                env = common | {"RUN_STORE": kind}
+                pg_url = None
+                if kind == "sqlite":
+                    env["DATA_DIR"] = str(data_dir)
+                elif kind == "postgres":
+                    postgres = EmbeddedPostgres()
+                    pg_url = postgres.start()
+                    env["RUN_STORE_URL"] = pg_url
+                results[kind] = run_store(kind, env, pg_url)
+                print(f"{kind}: measured", file=sys.stderr, flush=True)
+    finally:
+        if postgres is not None:
+            postgres.remove()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    report(results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""FlowCoordinatorCore on a real run store (memory and SQLite), without Ray: a coordinator that
+dies mid-run is replaced by one that resumes the run from its checkpoints; a store that refuses
+writes stops the runs loudly."""
+
+import asyncio
+import json
+import uuid
+from types import SimpleNamespace
+
+import pytest
+
+from actors.coordinator import FlowCoordinatorCore
+from engine.run_store import RunStoreError
+from engine.settings import Settings
+from services.hub import ServiceHub
+from services.run_store import MemoryRunStore, SqlRunStore
+from tests.engine_doubles import CALLS, TEST_REGISTRY
+
+
+class FakeStreamer:
+    """What the coordinator calls on the streamer actor: `publish_many.remote(entries)`."""
+
+    def __init__(self):
+        self.events: dict[str, list[dict]] = {}
+
+        async def publish_many(entries):
+            for flow_id, _url, payload, _final in entries:
+                self.events.setdefault(flow_id, []).extend(json.loads(payload))
+
+        self.publish_many = SimpleNamespace(remote=publish_many)
+
+
+class Mortal:
+    """A store as one process sees it: after `die()`, every call fails (the process is gone)."""
+
+    def __init__(self, store):
+        self._store = store
+        self.dead = False
+
+    def die(self):
+        self.dead = True
+
+    def __getattr__(self, name):
+        attribute = getattr(self._store, name)
+        if not callable(attribute):
+            return attribute
+
+        async def call(*args, **kwargs):
+            if self.dead:
+                raise RunStoreError("this process is gone")
+            return await attribute(*args, **kwargs)
+
+        return call
+
+
+def flow(flow_id, second="test_hang", seconds=0.0, second_seconds=None):
+    elements = {
+        "s": {"type": "start", "element_id": "s"},
+        "a": {"type": "test_echo", "element_id": "a", "value": "from-a", "seconds": seconds},
+        "h": {"type": second, "element_id": "h", **({"seconds": second_seconds} if second_seconds else {})},
+        "e": {"type": "end", "element_id": "e"},
+    }
+    connections = [{"from_id": "s", "to_id": "a"}, {"from_id": "a", "to_id": "h"}, {"from_id": "h", "to_id": "e"}]
+    return {
+        "flow_id": flow_id,
+        "flow_definition": {
+            "flow_id": flow_id,
+            "elements": elements,
+            "connections": connections,
+            "start_element_id": "s",
+        },
+        "initial_inputs": {"x": 1},
+        "backend2_ws_url": "ws://127.0.0.1:9/ws",
+    }
+
+
+def coordinator(store, streamer, settings):
+    return FlowCoordinatorCore(0, 1, streamer, ServiceHub(settings), store, registry=TEST_REGISTRY)
+
+
+async def until(predicate, timeout=15):
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request, tmp_path):
+    made = MemoryRunStore() if request.param == "memory" else SqlRunStore.sqlite(tmp_path)
+    yield made
+    await made.close()
+
+
+async def test_a_coordinator_that_died_mid_run_is_replaced_by_one_that_resumes_it(store):
+    settings = Settings(_env_file=None)
+    flow_id = f"resume-{uuid.uuid4().hex[:6]}"
+    first_store = Mortal(store)
+    first = coordinator(first_store, FakeStreamer(), settings)
+    assert (await first.submit(json.dumps(flow(flow_id)).encode(), "alice"))["outcome"] == "started"
+    await until(lambda: _stored(store, flow_id, "element_started", "h"))
+    first_store.die()  # the process is gone: it writes nothing more (its run hangs in h)
+
+    second = coordinator(store, FakeStreamer(), settings)
+    assert (await second.stats())["running"] == 1  # its first call resumed the run
+    await until(lambda: _stored(store, flow_id, "flow_completed"))
+    events = [json.loads(text) for text in await store.events(flow_id, 0, 5000)]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert len(CALLS[f"{flow_id}/a/start"]) == 1  # completed before the crash: not run again
+    assert len(CALLS[f"{flow_id}/h/start"]) == 2
+    restarted = [e for e in events if e["type"] == "element_started" and e["element_id"] == "h"][-1]
+    assert restarted["data"]["resumed"] is True
+    snapshot = await second.status(flow_id, "alice")
+    assert snapshot["status"] == "completed" and snapshot["outputs"]["echo"] == "from-a"
+    assert snapshot["elements"]["h"]["attempts"] == 2
+    assert await second.status(flow_id, "bob") is None  # the owner survived the crash
+    for active in first.active.values():
+        active.task.cancel()
+
+
+async def test_a_store_that_refuses_writes_stops_the_run_loudly(store, caplog):
+    settings = Settings(_env_file=None)
+    streamer = FakeStreamer()
+    flow_id = f"store-down-{uuid.uuid4().hex[:6]}"
+    core = coordinator(store, streamer, settings)
+    assert (await core.submit(json.dumps(flow(flow_id, "test_echo", seconds=0.5, second_seconds=30)).encode()))[
+        "outcome"
+    ] == "started"
+    await until(lambda: _started(streamer, flow_id, "a"))
+    original = store.commit
+
+    async def refuse(batch):
+        raise RunStoreError("run store: commit failed (sqlite): disk I/O error")
+
+    store.commit = refuse
+    try:
+        await until(lambda: _completed(streamer, flow_id))
+    finally:
+        store.commit = original
+    final = [e for e in streamer.events[flow_id] if e["type"] == "flow_completed"][0]
+    assert final["data"]["status"] == "cancelled"  # Backend 2 still hears of it
+    assert final["data"]["error"]["message"].startswith("store_unavailable: the run store could not be written")
+    assert "the run store refused a commit" in caplog.text
+    assert any(e["type"] == "element_error" and e["element_id"] == "h" for e in streamer.events[flow_id])
+
+
+async def _stored(store, flow_id, kind, element_id=None):
+    events = [json.loads(text) for text in await store.events(flow_id, 0, 5000)]
+    return any(e["type"] == kind and (element_id is None or e.get("element_id") == element_id) for e in events)
+
+
+async def _started(streamer, flow_id, element_id):
+    return any(
+        e["type"] == "element_started" and e.get("element_id") == element_id for e in streamer.events.get(flow_id, [])
+    )
+
+
+async def _completed(streamer, flow_id):
+    return any(e["type"] == "flow_completed" for e in streamer.events.get(flow_id, []))
