@@ -173,7 +173,7 @@ class EventOutbox:
                 await asyncio.sleep(0)
             while self._pending:
                 batch, self._pending = self._pending, {}
-                encoded = {fid: encode_each(fid, self._fitted(p.messages)) for fid, p in batch.items()}
+                encoded = {fid: self._encoded(fid, p.messages) for fid, p in batch.items()}
                 await self._commit(batch, encoded)
                 await self._publish(
                     [(fid, p.url, b"[" + b",".join(encoded[fid]) + b"]", p.final) for fid, p in batch.items()]
@@ -185,8 +185,15 @@ class EventOutbox:
         finally:
             self._flush = None
 
-    def _fitted(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [fit_event(m, self._max_event_bytes, self._value_max_bytes)[0] for m in messages]
+    def _encoded(self, flow_id: str, messages: list[dict[str, Any]]) -> list[bytes]:
+        """Each message as JSON, encoded once; one over `max_event_bytes` again with its large
+        values replaced (`fit_event`); one that cannot be encoded at all as its stub."""
+        parts = encode_each(flow_id, messages)
+        for index, part in enumerate(parts):
+            if len(part) > self._max_event_bytes:
+                fitted, _, _ = fit_event(messages[index], self._max_event_bytes, self._value_max_bytes)
+                parts[index] = _encode(fitted)
+        return parts
 
     async def _commit(self, batch: dict[str, _Pending], encoded: dict[str, list[bytes]]) -> None:
         commit = Commit()

@@ -23,7 +23,7 @@ Pure: no I/O, no clock (callers pass `now`, a monotonic time), no Ray.
   event encodes (`encode_event`: compact ASCII JSON, what goes over the WebSocket) to more
   than that: values of `data` (and of `data.outputs` / `data.inputs`) larger than
   `value_max_bytes` — and then the largest others until the event fits — are replaced by
-  `{"truncated": true, "bytes": N, "sha256": H}` (N and H of the value's encoded JSON);
+  `{"truncated": true, "bytes": N, "sha256": H, "preview": P}` (N and H of the value's encoded JSON, P its first `PREVIEW_CHARS` characters);
   `truncated` counts such events. `after(seq, limit, max_bytes)` is the paginated replay:
   at most `limit` events and, past the first, at most `max_bytes` encoded bytes.
 - Retention by size: `retained_bytes` is the encoded size of what the log holds. Over
@@ -58,6 +58,9 @@ def _seq_of(message: Message) -> int:
     return seq
 
 
+PREVIEW_CHARS = 200  # of a replaced value's JSON, kept in its marker
+
+
 def encode_event(message: Any) -> str:
     """The event as sent to Backend 2: compact JSON, ASCII only (so characters = bytes)."""
     return json.dumps(message, default=str, separators=(",", ":"))
@@ -65,7 +68,7 @@ def encode_event(message: Any) -> str:
 
 def _placeholder(encoded: str) -> dict[str, Any]:
     digest = hashlib.sha256(encoded.encode()).hexdigest()
-    return {"truncated": True, "bytes": len(encoded), "sha256": digest}
+    return {"truncated": True, "bytes": len(encoded), "sha256": digest, "preview": encoded[:PREVIEW_CHARS]}
 
 
 def fit_event(message: Message, max_bytes: int, value_max_bytes: int) -> tuple[Message, int, bool]:

@@ -8,6 +8,14 @@ import time
 import pytest
 
 from actors.event_forwarder import FLUSH_TURNS, EventOutbox
+from services.run_store import MemoryRunStore
+
+
+async def outbox_of(streamer):
+    """An outbox committing to an open in-memory run store."""
+    store = MemoryRunStore()
+    await store.open()
+    return EventOutbox(streamer, store, max_event_bytes=512 * 1024, value_max_bytes=64 * 1024)
 from engine.models import Event, utc_timestamp
 
 
@@ -48,7 +56,7 @@ def event(seq, kind="element_completed", flow_id="f"):
 
 async def test_a_flow_that_ends_at_once_is_one_entry_of_one_call():
     streamer = FakeStreamer()
-    forwarder = EventOutbox(streamer).forwarder("f", "ws://b2/f")
+    forwarder = (await outbox_of(streamer)).forwarder("f", "ws://b2/f")
     for seq in range(1, 9):
         forwarder(event(seq))
         await asyncio.sleep(0)  # the scheduler yields between elements
@@ -60,7 +68,7 @@ async def test_a_flow_that_ends_at_once_is_one_entry_of_one_call():
 
 async def test_events_apart_in_time_leave_at_once_and_those_of_one_step_together():
     streamer = FakeStreamer()
-    forwarder = EventOutbox(streamer).forwarder("f", "ws://b2/f")
+    forwarder = (await outbox_of(streamer)).forwarder("f", "ws://b2/f")
     for seq in (1, 2, 3):  # flow_started, then tokens apart in time as a model streams them
         forwarder(event(seq, "llm_chunk"))
         for _ in range(FLUSH_TURNS + 3):  # a few loop turns, no timer: the load of the machine cannot matter
@@ -76,7 +84,7 @@ async def test_events_apart_in_time_leave_at_once_and_those_of_one_step_together
 
 async def test_many_flows_share_calls_under_load_each_in_seq_order():
     streamer = FakeStreamer(latency=0.005)
-    outbox = EventOutbox(streamer)
+    outbox = await outbox_of(streamer)
     forwarders = {f"f{i}": outbox.forwarder(f"f{i}", f"ws://b2/f{i}") for i in range(100)}
     for seq in range(1, 21):  # 100 flows streaming 20 tokens each, a token every 2 ms
         for flow_id, forwarder in forwarders.items():
@@ -90,7 +98,7 @@ async def test_many_flows_share_calls_under_load_each_in_seq_order():
 
 async def test_close_without_pending_events_still_marks_the_flow_final():
     streamer = FakeStreamer()
-    forwarder = EventOutbox(streamer).forwarder("f", "ws://b2/f")
+    forwarder = (await outbox_of(streamer)).forwarder("f", "ws://b2/f")
     forwarder(event(1, "flow_started"))
     await asyncio.sleep(0.01)
     await forwarder.close()
@@ -100,7 +108,7 @@ async def test_close_without_pending_events_still_marks_the_flow_final():
 @pytest.mark.parametrize("failures", [1, 3])
 async def test_a_failed_call_is_retried_whole(failures):
     streamer = FakeStreamer(failures=failures)
-    forwarder = EventOutbox(streamer).forwarder("f", "ws://b2/f")
+    forwarder = (await outbox_of(streamer)).forwarder("f", "ws://b2/f")
     forwarder(event(1))
     await forwarder.close()
     assert streamer.seqs("f") == [1] and streamer.finals("f") == [True]
@@ -109,7 +117,7 @@ async def test_a_failed_call_is_retried_whole(failures):
 
 async def test_close_returns_even_when_the_streamer_stays_down():
     streamer = FakeStreamer(failures=99)
-    forwarder = EventOutbox(streamer).forwarder("f", "ws://b2/f")
+    forwarder = (await outbox_of(streamer)).forwarder("f", "ws://b2/f")
     forwarder(event(1))
     await asyncio.wait_for(forwarder.close(), 10)  # gives up after its attempts, never hangs
     assert streamer.calls == [] and streamer.attempts == 5
@@ -125,7 +133,7 @@ def nested(depth):
 @pytest.mark.parametrize("bad_value", ["deep", "circular"])
 async def test_one_unserialisable_flow_in_a_batch_never_costs_the_others_their_events(bad_value, caplog):
     streamer = FakeStreamer()
-    outbox = EventOutbox(streamer)
+    outbox = await outbox_of(streamer)
     forwarders = {f"f{i}": outbox.forwarder(f"f{i}", f"ws://b2/f{i}") for i in range(145)}
     circular = []
     circular.append(circular)
@@ -150,7 +158,7 @@ async def test_one_unserialisable_flow_in_a_batch_never_costs_the_others_their_e
 
 async def test_an_entry_the_streamer_keeps_refusing_is_dropped_alone():
     streamer = FakeStreamer(refuse="poison")
-    outbox = EventOutbox(streamer)
+    outbox = await outbox_of(streamer)
     names = ["a", "poison", "b", "c"]
     forwarders = {name: outbox.forwarder(name, f"ws://b2/{name}") for name in names}
     for name, forwarder in forwarders.items():
@@ -159,3 +167,30 @@ async def test_an_entry_the_streamer_keeps_refusing_is_dropped_alone():
     for name in ("a", "b", "c"):
         assert streamer.seqs(name) == [1] and streamer.finals(name) == [True]
     assert streamer.seqs("poison") == []
+
+
+async def test_events_are_in_the_store_before_the_streamer_sees_them_and_big_values_are_fitted():
+    streamer = FakeStreamer()
+    store = MemoryRunStore()
+    await store.open()
+    seen_in_store = []
+    publish = streamer._call
+
+    async def checking(entries):  # at publish time, the store already holds every event of the call
+        for flow_id, _, payload, _ in entries:
+            stored = [json.loads(t)["seq"] for t in await store.events(flow_id, 0, 100)]
+            seen_in_store.append(all(m["seq"] in stored for m in json.loads(payload)))
+        await publish(entries)
+
+    streamer._call = checking
+    outbox = EventOutbox(streamer, store, max_event_bytes=512 * 1024, value_max_bytes=64 * 1024)
+    forwarder = outbox.forwarder("big", "ws://b2/big")
+    forwarder(Event(type="flow_started", flow_id="big", seq=1, timestamp="t"))
+    forwarder(Event(type="element_completed", flow_id="big", seq=2, timestamp="t", element_id="e",
+                    data={"outputs": {"blob": "z" * 2_000_000, "small": 1}}))  # fmt: skip
+    await forwarder.close()
+    assert seen_in_store == [True]
+    [(_, [(_, _, messages, _)])] = streamer.calls
+    blob = messages[1]["data"]["outputs"]["blob"]
+    assert blob["truncated"] and blob["bytes"] == 2_000_002 and blob["preview"].startswith('"zzz')
+    assert json.loads((await store.events("big", 1, 10))[0])["data"]["outputs"]["blob"] == blob

@@ -143,6 +143,7 @@ def test_an_oversized_event_has_its_large_values_replaced_and_fits():
         "truncated": True,
         "bytes": len(encoded_value),
         "sha256": hashlib.sha256(encoded_value.encode()).hexdigest(),
+        "preview": encoded_value[:200],
     }
     assert fitted["data"]["outputs"]["small"] == "ok" and fitted["seq"] == 3 and fitted["data"]["duration_ms"] == 1.5
     assert event["data"]["outputs"]["big"] == "x" * 2_000_000  # the caller's event is left alone
