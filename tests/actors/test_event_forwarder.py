@@ -8,6 +8,7 @@ import time
 import pytest
 
 from actors.event_forwarder import FLUSH_TURNS, EventOutbox
+from engine.models import Event, utc_timestamp
 from services.run_store import MemoryRunStore
 
 
@@ -16,7 +17,6 @@ async def outbox_of(streamer):
     store = MemoryRunStore()
     await store.open()
     return EventOutbox(streamer, store, max_event_bytes=512 * 1024, value_max_bytes=64 * 1024)
-from engine.models import Event, utc_timestamp
 
 
 class FakeStreamer:
