@@ -7,6 +7,8 @@ decode through the same functions and behave alike.
   are stored as compact JSON text (stdlib `json`; ASCII-escaped, so any driver stores it;
   a value JSON cannot encode is stored as its `str`, as the engine's event log does).
   Decoding gives fresh objects: nothing read aliases what was written.
+- A run's row holds neither its last seq nor its delivered seq (see `schema`): `record_of` and
+  `delivery_of` read them from the row a query made (`last_seq`, `delivered_seq` columns).
 - A run update of a finished status without `finished_at` is stored with the commit's time,
   so that `prune` can always reach it. A run's `duration_ms` and `error` are copied out of its
   snapshot into columns of their own: listing runs never decodes snapshots.
@@ -79,13 +81,14 @@ def new_run_row(run: NewRun) -> Row:
         "snapshot": None,
         "duration_ms": None,
         "error": None,
-        "last_seq": 0,
-        "delivered_seq": 0,
     }
 
 
+UPDATE_COLUMNS = ("status", "snapshot", "finished_at", "duration_ms", "error")  # the keys of `update_values`
+
+
 def update_values(update: RunUpdate, now: float) -> Row:
-    """The columns a `RunUpdate` sets."""
+    """The columns a `RunUpdate` sets (`UPDATE_COLUMNS`)."""
     finished_at = update.finished_at
     if finished_at is None and update.status in FINISHED:
         finished_at = now

@@ -46,6 +46,7 @@ class MemoryRunStore:
         self._runs: dict[str, Row] = {}
         self._events: dict[str, _Events] = {}
         self._checkpoints: dict[str, dict[str, Row]] = {}
+        self._delivered: dict[str, int] = {}
 
     async def open(self) -> None:
         self._open = True
@@ -65,6 +66,7 @@ class MemoryRunStore:
         if existing is not None and not may_replace(existing["status"], existing["owner"], run.owner):
             return False
         self._runs[run.flow_id] = new_run_row(run)
+        self._delivered[run.flow_id] = 0
         self._events.pop(run.flow_id, None)
         self._checkpoints.pop(run.flow_id, None)
         return True
@@ -74,27 +76,25 @@ class MemoryRunStore:
         if not batch:
             return
         prepared = prepare(batch, time.time())
-        for event in prepared.events:
-            self._events.setdefault(event["flow_id"], _Events()).add(event["seq"], event["payload"])
+        for flow_id, seq, payload in prepared.events:
+            self._events.setdefault(flow_id, _Events()).add(seq, payload)
         for row in prepared.checkpoints:
             self._checkpoints.setdefault(row["flow_id"], {})[row["element_id"]] = row
         for flow_id, values in prepared.updates:
             if (run := self._runs.get(flow_id)) is not None:
                 run.update(values)
-        for flow_id, seq in prepared.last_seqs:
-            if (run := self._runs.get(flow_id)) is not None:
-                run["last_seq"] = max(run["last_seq"], seq)
 
     async def mark_delivered(self, flow_id: str, seq: int) -> None:
         self._check("mark_delivered")
-        if (run := self._runs.get(flow_id)) is not None:
-            run["delivered_seq"] = max(run["delivered_seq"], seq)
+        if flow_id in self._delivered:
+            self._delivered[flow_id] = max(self._delivered[flow_id], seq)
 
     async def prune(self, before: float) -> int:
         self._check("prune")
         gone = [flow_id for flow_id, run in self._runs.items() if prunable(run["status"], run["finished_at"], before)]
         for flow_id in gone:
             del self._runs[flow_id]
+            self._delivered.pop(flow_id, None)
             self._events.pop(flow_id, None)
             self._checkpoints.pop(flow_id, None)
         return len(gone)
@@ -103,8 +103,7 @@ class MemoryRunStore:
 
     async def get_run(self, flow_id: str) -> RunRecord | None:
         self._check("get_run")
-        run = self._runs.get(flow_id)
-        return None if run is None else record_of(run)
+        return None if flow_id not in self._runs else record_of(self._with_seqs(flow_id))
 
     async def checkpoints(self, flow_id: str) -> list[ElementCheckpoint]:
         self._check("checkpoints")
@@ -136,18 +135,23 @@ class MemoryRunStore:
     async def unfinished_runs(self, coordinator: int | None = None) -> list[RunRecord]:
         self._check("unfinished_runs")
         rows = [
-            run
-            for run in self._runs.values()
+            self._with_seqs(flow_id)
+            for flow_id, run in self._runs.items()
             if run["status"] in UNFINISHED and (coordinator is None or run["coordinator"] == coordinator)
         ]
         return [record_of(row) for row in sorted(rows, key=_oldest_first)]
 
     async def open_deliveries(self) -> list[OpenDelivery]:
         self._check("open_deliveries")
-        rows = [
-            run for run in self._runs.values() if run["delivered_seq"] < run["last_seq"] or run["status"] in UNFINISHED
-        ]
+        rows = [self._with_seqs(flow_id) for flow_id in self._runs]
+        rows = [row for row in rows if row["delivered_seq"] < row["last_seq"] or row["status"] in UNFINISHED]
         return [delivery_of(row) for row in sorted(rows, key=_oldest_first)]
+
+    def _with_seqs(self, flow_id: str) -> Row:
+        """The run's row with its last seq (the highest of its events) and delivered seq."""
+        stored = self._events.get(flow_id)
+        last_seq = stored.seqs[-1] if stored is not None and stored.seqs else 0
+        return self._runs[flow_id] | {"last_seq": last_seq, "delivered_seq": self._delivered.get(flow_id, 0)}
 
     async def row_counts(self) -> dict[str, int]:
         self._check("row_counts")

@@ -18,10 +18,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Connection, Double, Executable, Integer, MetaData, Table, func, insert, select
+from sqlalchemy import (
+    Column,
+    Connection,
+    Double,
+    Executable,
+    Integer,
+    MetaData,
+    Table,
+    column,
+    func,
+    insert,
+    select,
+    table,
+    text,
+)
 
 from engine.run_store import RunStoreError
-from services.run_store.schema import metadata
+from services.run_store.schema import deliveries, metadata
 
 schema_version = Table(
     "schema_version",
@@ -42,7 +56,25 @@ def _create_initial(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "runs, events, checkpoints and their indexes", _create_initial),)
+def _deliveries_apart(conn: Connection) -> None:
+    """Version 1 kept `last_seq` and `delivered_seq` in the `runs` row (and a partial index of
+    the runs Backend 2 was behind on): each commit of events updated the row the streamer's
+    confirmations updated too. Now `delivered_seq` has a table of its own and `last_seq` is
+    read from the events."""
+    v1_runs = table("runs", column("flow_id"), column("delivered_seq"))
+    deliveries.create(conn, checkfirst=True)
+    conn.execute(
+        insert(deliveries).from_select(["flow_id", "delivered_seq"], select(v1_runs.c.flow_id, v1_runs.c.delivered_seq))
+    )
+    conn.execute(text("DROP INDEX IF EXISTS ix_runs_undelivered"))
+    conn.execute(text("ALTER TABLE runs DROP COLUMN last_seq"))  # SQLite: 3.35 and later
+    conn.execute(text("ALTER TABLE runs DROP COLUMN delivered_seq"))
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "runs, events, checkpoints and their indexes", _create_initial),
+    Migration(2, "delivered_seq in a deliveries table; last_seq read from the events", _deliveries_apart),
+)
 LATEST = MIGRATIONS[-1].version
 
 

@@ -6,11 +6,12 @@ Contract:
 - `may_replace`: `create_run` replaces an existing run only when that run is finished and of
   the same owner.
 - `prunable`: `prune(before)` deletes a run only when it is finished and finished before then.
-- `prepare(batch, now)`: a `Commit` as the rows one transaction writes — every event; the last
+- `prepare(batch, now)`: a `Commit` as the rows one transaction writes — every event (the
+  batch's `(flow_id, seq, payload)` tuples, which the transaction only reads); the last
   checkpoint given per `(flow_id, element_id)` and the last update given per run (a later one
-  in the same batch wins, as it would in two commits); and, per run with events, the highest
-  seq, which raises the run's `last_seq` (never lowers it). Rows come in key order, so that
-  concurrent writers lock rows in one order.
+  in the same batch wins, as it would in two commits). Checkpoints and updates come in key
+  order, so that concurrent writers lock rows in one order; events in the batch's order.
+  (A run's `last_seq` is the highest seq of its events: nothing to prepare for it.)
 """
 
 from __future__ import annotations
@@ -35,21 +36,16 @@ def prunable(status: str, finished_at: float | None, before: float) -> bool:
 
 @dataclass(frozen=True)
 class PreparedCommit:
-    events: list[Row]  # flow_id, seq, payload
+    events: list[tuple[str, int, str]]  # flow_id, seq, payload: the batch's, as given
     checkpoints: list[Row]  # rows of the checkpoints table
     updates: list[tuple[str, Row]]  # flow id, columns its update sets
-    last_seqs: list[tuple[str, int]]  # flow id, highest seq of its events in the batch
 
 
 def prepare(batch: Commit, now: float) -> PreparedCommit:
     checkpoints = {(flow_id, cp.element_id): checkpoint_row(flow_id, cp) for flow_id, cp in batch.checkpoints}
     updates = {update.flow_id: update_values(update, now) for update in batch.runs}
-    last_seqs: dict[str, int] = {}
-    for flow_id, seq, _ in batch.events:
-        last_seqs[flow_id] = max(seq, last_seqs.get(flow_id, seq))
     return PreparedCommit(
-        events=[{"flow_id": flow_id, "seq": seq, "payload": payload} for flow_id, seq, payload in batch.events],
+        events=batch.events,
         checkpoints=[checkpoints[key] for key in sorted(checkpoints)],
         updates=sorted(updates.items()),
-        last_seqs=sorted(last_seqs.items()),
     )

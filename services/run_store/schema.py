@@ -2,14 +2,19 @@
 
 Contract:
 - `runs`: one row per flow id (see `codec.new_run_row`); `snapshot` and `error` are JSON text,
-  `duration_ms` and `error` copied from the snapshot for listings; `last_seq` is the highest
-  event seq stored, `delivered_seq` the highest Backend 2 confirmed.
+  `duration_ms` and `error` copied from the snapshot for listings. Only `create_run`, a commit
+  that carries the run's `RunUpdate`, and `prune` write it: a commit of events alone never does.
+  A run's `last_seq` is not stored: it is the highest seq of its events, read through the
+  events' primary key (one index lookup).
+- `deliveries`: `flow_id` → `delivered_seq`, the highest seq Backend 2 confirmed; a row per run,
+  made with it. The streamer's confirmations write only this table, so they never wait on (nor
+  hold up) the `runs` row or the events a coordinator writes.
 - `events`: `(flow_id, seq)` → `payload` (the event's JSON text), primary key `(flow_id, seq)`.
 - `checkpoints`: `(flow_id, element_id)` → the element's settled state, upserted.
 - Indexes serve each query of the store: `list_runs` (`created_at`, `flow_id`; with the owner
   first for a caller's own listing), `unfinished_runs` (`status`, `coordinator`), `prune`
-  (`finished_at`) and `open_deliveries` (a partial index of the runs Backend 2 is behind on;
-  unfinished ones come from the status index).
+  (`finished_at`); `open_deliveries` reads every run with its delivery row and, for finished
+  ones, its last seq (an index lookup each).
 - `schema_version` (in `migrations`) records which numbered migrations a database has had.
 Columns are portable types: TEXT/VARCHAR, BLOB/BYTEA, INTEGER/BIGINT, REAL/DOUBLE PRECISION.
 """
@@ -46,16 +51,19 @@ runs = Table(
     Column("snapshot", Text),
     Column("duration_ms", Double),
     Column("error", Text),
-    Column("last_seq", BigInteger, nullable=False),
-    Column("delivered_seq", BigInteger, nullable=False),
 )
 
 Index("ix_runs_created", runs.c.created_at, runs.c.flow_id)
 Index("ix_runs_owner_created", runs.c.owner, runs.c.created_at, runs.c.flow_id)
 Index("ix_runs_status_coordinator", runs.c.status, runs.c.coordinator)
 Index("ix_runs_finished_at", runs.c.finished_at)
-_behind = runs.c.delivered_seq < runs.c.last_seq
-Index("ix_runs_undelivered", runs.c.flow_id, sqlite_where=_behind, postgresql_where=_behind)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("flow_id", String, primary_key=True),
+    Column("delivered_seq", BigInteger, nullable=False),
+)
 
 events = Table(
     "events",
@@ -81,4 +89,4 @@ checkpoints = Table(
     PrimaryKeyConstraint("flow_id", "element_id", name="pk_checkpoints"),
 )
 
-DATA_TABLES: tuple[Table, ...] = (runs, events, checkpoints)
+DATA_TABLES: tuple[Table, ...] = (runs, events, checkpoints)  # what `row_counts` counts

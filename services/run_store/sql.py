@@ -2,30 +2,47 @@
 
 Contract: `engine.run_store`'s, on the tables of `schema` (see there) with the dialect's few
 differences in `dialects`:
-- `open()` makes the engine and applies `migrations` in one write transaction (idempotent; safe
-  when several processes open at once); `close()` disposes of the engine. A store not open
+- `open()` has the dialect `prepare` the database, makes the engine and applies `migrations` in
+  one write transaction (idempotent; safe when several processes open at once); `close()` disposes of the engine. A store not open
   raises `RunStoreError`, and so does every call the database fails (`errors`): nothing passes
   silently, and no message holds a password.
-- Every write is one transaction: `create_run` (insert, or replace a finished run of the same
-  owner with its events and checkpoints, the existing row locked while deciding), `commit`
-  (events inserted with one executemany — an event already stored, from a retried commit, is
-  kept as it is —, checkpoints upserted, run updates applied, `last_seq` raised to the highest
-  seq committed), `mark_delivered` (only ever raises `delivered_seq`). `prune` deletes in
-  transactions of at most `PRUNE_CHUNK` runs, so that writers never wait long for it, then lets
-  the dialect reclaim the space.
-- Reads: `list_runs` pages newest first (see `paging`); `unfinished_runs` and
-  `open_deliveries` oldest first; `checkpoints` by element id; `events` by seq.
+- The hot writes — `commit` and `mark_delivered` (one per token on the relay path), and the
+  insert of a new run — go through the dialect's `writes` on one connection this store takes
+  from its pool at its first such write and holds (one at a time: a lock), each as one
+  hand-off to the driver: a commit writes its events (an event already stored, from a retried
+  commit, is kept as it is), checkpoints (upserted) and run updates in one transaction, and
+  nothing else — a commit of events alone never writes the `runs` row; `mark_delivered` only
+  ever raises `deliveries.delivered_seq`. Every `checkpoint_every` hot writes, the dialect's
+  `checkpoint` runs in a task of its own.
+- Every other write is one transaction on SQLAlchemy: `create_run` of a flow id already taken
+  (replace a finished run of the same owner with its events and checkpoints, the existing row
+  locked while deciding; else refuse). `prune` deletes in transactions of at most
+  `PRUNE_CHUNK` runs, so that writers never wait long for it, then lets the dialect reclaim
+  the space.
+- A connection found gone (the server restarted) costs one reconnect, not an error: the held
+  connection is replaced when `writes.lost` reports it gone before use, and a hot write whose
+  connection turns out gone during it is retried once on a new one (the new run's insert is
+  not: replayed, it would refuse the run it created); a SQLAlchemy call that fails with a
+  disconnect (`DBAPIError.connection_invalidated`) is retried once — `create_run` only when
+  the failure came before its COMMIT was sent. No connection is pinged before use, except
+  the next held one after a loss.
+- Reads: a run's `last_seq` is the highest seq of its events (an index lookup), its
+  `delivered_seq` from `deliveries`. `list_runs` pages newest first (see `paging`);
+  `unfinished_runs` and `open_deliveries` oldest first; `checkpoints` by element id; `events`
+  by seq.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import BigInteger, BindParameter, String, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.run_store import (
@@ -44,25 +61,23 @@ from services.run_store.errors import DRIVER_ERRORS
 from services.run_store.migrations import migrate
 from services.run_store.paging import cursor_position, make_page, page_limit
 from services.run_store.rules import UNFINISHED, may_replace, prepare
-from services.run_store.schema import DATA_TABLES, checkpoints, events, runs
+from services.run_store.schema import DATA_TABLES, checkpoints, deliveries, events, runs
+
+log = logging.getLogger(__name__)
 
 PRUNE_CHUNK = 500
+_STALE_CONNECTIONS = 16  # connections found gone that one hot write discards before it gives up
 
-_flow: BindParameter[str] = bindparam("b_flow_id", type_=String)
-_seq: BindParameter[int] = bindparam("b_seq", type_=BigInteger)
-_RAISE_LAST_SEQ = update(runs).where(runs.c.flow_id == _flow, runs.c.last_seq < _seq).values(last_seq=_seq)
-_RAISE_DELIVERED = update(runs).where(runs.c.flow_id == _flow, runs.c.delivered_seq < _seq).values(delivered_seq=_seq)
-_UPDATE_RUN = (
-    update(runs)
-    .where(runs.c.flow_id == _flow)
-    .values(
-        status=bindparam("b_status"),
-        snapshot=bindparam("b_snapshot"),
-        finished_at=bindparam("b_finished_at"),
-        duration_ms=bindparam("b_duration_ms"),
-        error=bindparam("b_error"),
-    )
-)
+_LAST_SEQ = func.coalesce(
+    select(events.c.seq)
+    .where(events.c.flow_id == runs.c.flow_id)
+    .order_by(events.c.seq.desc())
+    .limit(1)
+    .scalar_subquery(),
+    0,
+).label("last_seq")
+_DELIVERED_SEQ = func.coalesce(deliveries.c.delivered_seq, 0).label("delivered_seq")
+_RUNS_WITH_DELIVERIES = runs.outerjoin(deliveries, deliveries.c.flow_id == runs.c.flow_id)
 _SUMMARY_COLUMNS = (
     runs.c.flow_id,
     runs.c.status,
@@ -71,18 +86,33 @@ _SUMMARY_COLUMNS = (
     runs.c.duration_ms,
     runs.c.error,
 )
-_DELIVERY_COLUMNS = (runs.c.flow_id, runs.c.backend2_ws_url, runs.c.delivered_seq, runs.c.last_seq, runs.c.status)
-_PRUNABLE = and_(runs.c.status.in_(sorted(FINISHED)), runs.c.finished_at < bindparam("b_before"))  # rules.prunable
+# Every column of a run, with its last and delivered seqs (`codec.record_of`).
+_RECORDS = select(*runs.c, _DELIVERED_SEQ, _LAST_SEQ).select_from(_RUNS_WITH_DELIVERIES)
+_DELIVERIES = (
+    select(runs.c.flow_id, runs.c.backend2_ws_url, runs.c.status, runs.c.created_at, _DELIVERED_SEQ, _LAST_SEQ)
+    .select_from(_RUNS_WITH_DELIVERIES)
+    .subquery()
+)
+_OPEN_DELIVERIES = (
+    select(_DELIVERIES)
+    .where(or_(_DELIVERIES.c.status.in_(UNFINISHED), _DELIVERIES.c.delivered_seq < _DELIVERIES.c.last_seq))
+    .order_by(_DELIVERIES.c.created_at, _DELIVERIES.c.flow_id)
+)
 
 
 class SqlRunStore:
     def __init__(self, dialect: SqlDialect) -> None:
         self._dialect = dialect
+        self._writes = dialect.writes()
         self._engine: AsyncEngine | None = None
         self._opening = asyncio.Lock()
-        self._insert_events = dialect.insert_ignore(events, ["flow_id", "seq"])
-        self._upsert_checkpoints = dialect.upsert(checkpoints, ["flow_id", "element_id"])
+        self._writing = asyncio.Lock()  # the held connection serves one hot write at a time
+        self._held: AsyncConnection | None = None
+        self._driver: Any = None  # the held connection's driver connection
+        self._hot_writes = 0
+        self._checkpointing: asyncio.Task[None] | None = None
         self._insert_run = dialect.insert_ignore(runs, ["flow_id"])
+        self._reset_delivery = dialect.upsert(deliveries, ["flow_id"])
 
     @classmethod
     def sqlite(cls, directory: Path, *, busy_timeout: float = 10.0) -> SqlRunStore:
@@ -100,10 +130,10 @@ class SqlRunStore:
         async with self._opening:  # a second open() waits for the first to have migrated
             if self._engine is not None:
                 return
+            await self._dialect.prepare()
             self._engine = self._dialect.create_engine()
             try:
-                async with self._transaction("open", write=True) as conn:
-                    await conn.run_sync(migrate, self._dialect.schema_lock)
+                await self._run("open", lambda conn: conn.run_sync(migrate, self._dialect.schema_lock), write=True)
             except BaseException:
                 engine, self._engine = self._engine, None
                 await engine.dispose()
@@ -111,77 +141,178 @@ class SqlRunStore:
 
     async def close(self) -> None:
         engine, self._engine = self._engine, None
+        if self._checkpointing is not None:
+            await self._checkpointing
+        await self._release()
         if engine is not None:
             await engine.dispose()
 
-    @asynccontextmanager
-    async def _transaction(self, op: str, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+    def _open_engine(self, op: str) -> AsyncEngine:
         if self._engine is None:
             raise RunStoreError(f"run store: {op} on a store that is not open ({self._dialect.where})")
-        try:
-            async with self._engine.connect() as conn:
-                if write:
-                    await conn.execution_options(**{WRITE_OPTION: True})
-                async with conn.begin():
-                    yield conn
-        except DRIVER_ERRORS as exc:
-            raise self._dialect.error(op, exc) from exc
+        return self._engine
 
-    # -- writes ------------------------------------------------------------------------------
+    async def _run[T](
+        self,
+        op: str,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        *,
+        write: bool = False,
+        replayable: bool = True,
+    ) -> T:
+        """`work` in one transaction on a pooled connection; retried once on a connection found
+        gone (unless the transaction had reached its COMMIT and is not `replayable`)."""
+        retried = False
+        while True:
+            engine = self._open_engine(op)
+            committing = False
+            try:
+                async with engine.connect() as conn:
+                    if write:
+                        await conn.execution_options(**{WRITE_OPTION: True})
+                    async with conn.begin():
+                        result = await work(conn)
+                        committing = True
+                return result
+            except DBAPIError as exc:
+                if not retried and exc.connection_invalidated and (replayable or not committing):
+                    retried = True
+                    continue
+                raise self._dialect.error(op, exc) from exc
+            except DRIVER_ERRORS as exc:
+                raise self._dialect.error(op, exc) from exc
+
+    # -- hot writes --------------------------------------------------------------------------
+
+    async def _hot_write[T](self, op: str, work: Callable[[Any], Awaitable[T]], *, replayable: bool = True) -> T:
+        """`work` on the held connection's driver connection (taken from the pool if none is
+        held). A held connection found gone before use is replaced; one that turns out gone
+        during `work` is replaced and `work` retried once, if `replayable`."""
+        async with self._writing:
+            retried = False
+            while True:
+                engine = self._open_engine(op)
+                check = retried
+                if self._driver is not None and self._writes.lost(self._driver):
+                    await self._release()  # found gone (the server went away): its pool mates may be too
+                    check = True
+                try:
+                    driver = self._driver if self._driver is not None else await self._hold(engine, check=check)
+                    result = await work(driver)
+                except DRIVER_ERRORS as exc:
+                    lost = self._driver is not None and self._writes.lost(self._driver, exc)
+                    if lost:
+                        await self._release()
+                    if lost and replayable and not retried:
+                        retried = True
+                        continue
+                    raise self._dialect.error(op, exc) from exc
+                except BaseException:
+                    await self._release()  # interrupted (cancelled): what the connection is doing is unknown
+                    raise
+                break
+        self._hot_writes += 1
+        every = self._dialect.checkpoint_every
+        if every is not None and self._hot_writes >= every and self._checkpointing is None:
+            self._hot_writes = 0
+            self._checkpointing = asyncio.get_running_loop().create_task(self._checkpoint())
+        return result
+
+    async def _hold(self, engine: AsyncEngine, *, check: bool) -> Any:
+        """A connection of the pool for the hot writes: its driver connection. Connections found
+        gone are discarded; with `check` (one was just lost: the pool may hold others from
+        before) each is first tried with a round trip."""
+        for _ in range(_STALE_CONNECTIONS):
+            conn = await engine.connect()
+            driver = None
+            try:
+                driver = (await conn.get_raw_connection()).driver_connection
+                if driver is not None and not self._writes.lost(driver):
+                    await self._writes.hold(driver, check=check)
+                    self._held, self._driver = conn, driver
+                    return driver
+            except DRIVER_ERRORS as exc:
+                if driver is None or not self._writes.lost(driver, exc):
+                    await _discard(conn)
+                    raise
+            except BaseException:
+                await _discard(conn)
+                raise
+            await _discard(conn)
+        raise RunStoreError(f"run store: no live connection to {self._dialect.where}")
+
+    async def _release(self) -> None:
+        held, self._held, self._driver = self._held, None, None
+        if held is not None:
+            await _discard(held)
+
+    async def _checkpoint(self) -> None:
+        try:
+            await self._dialect.checkpoint()
+        except RunStoreError as exc:
+            log.warning("%s", exc)
+        finally:
+            self._checkpointing = None
+
+    async def commit(self, batch: Commit) -> None:
+        if not batch:
+            self._open_engine("commit")
+            return
+        prepared = prepare(batch, time.time())
+        await self._hot_write("commit", lambda driver: self._writes.commit(driver, prepared))
+
+    async def mark_delivered(self, flow_id: str, seq: int) -> None:
+        await self._hot_write("mark_delivered", lambda driver: self._writes.mark_delivered(driver, flow_id, seq))
+
+    # -- other writes ------------------------------------------------------------------------
 
     async def create_run(self, run: NewRun) -> bool:
         row = new_run_row(run)
-        async with self._transaction("create_run", write=True) as conn:
-            if (await conn.execute(self._insert_run.values(row))).rowcount == 1:
-                return True
+        if await self._hot_write("create_run", lambda driver: self._writes.insert_run(driver, row), replayable=False):
+            return True
+
+        async def taken(conn: AsyncConnection) -> bool:
+            """The flow id is taken: replace its run if finished and of the same owner."""
             existing = (
                 await conn.execute(
                     select(runs.c.status, runs.c.owner).where(runs.c.flow_id == run.flow_id).with_for_update()
                 )
             ).first()
             if existing is None:  # pruned meanwhile
-                return (await conn.execute(self._insert_run.values(row))).rowcount == 1
-            if not may_replace(existing.status, existing.owner, run.owner):
+                if (await conn.execute(self._insert_run.values(row))).rowcount != 1:
+                    return False
+            elif not may_replace(existing.status, existing.owner, run.owner):
                 return False
-            await conn.execute(delete(events).where(events.c.flow_id == run.flow_id))
-            await conn.execute(delete(checkpoints).where(checkpoints.c.flow_id == run.flow_id))
-            await conn.execute(update(runs).where(runs.c.flow_id == run.flow_id).values(row))
+            else:
+                await conn.execute(delete(events).where(events.c.flow_id == run.flow_id))
+                await conn.execute(delete(checkpoints).where(checkpoints.c.flow_id == run.flow_id))
+                await conn.execute(update(runs).where(runs.c.flow_id == run.flow_id).values(row))
+            await conn.execute(self._reset_delivery.values(flow_id=run.flow_id, delivered_seq=0))
             return True
 
-    async def commit(self, batch: Commit) -> None:
-        if not batch:
-            return
-        prepared = prepare(batch, time.time())
-        async with self._transaction("commit", write=True) as conn:
-            if prepared.events:
-                await conn.execute(self._insert_events, prepared.events)
-            if prepared.checkpoints:
-                await conn.execute(self._upsert_checkpoints, prepared.checkpoints)
-            if prepared.updates:
-                rows = [
-                    {"b_flow_id": flow_id} | {f"b_{k}": v for k, v in values.items()}
-                    for flow_id, values in prepared.updates
-                ]
-                await conn.execute(_UPDATE_RUN, rows)
-            if prepared.last_seqs:
-                await conn.execute(_RAISE_LAST_SEQ, [{"b_flow_id": f, "b_seq": seq} for f, seq in prepared.last_seqs])
-
-    async def mark_delivered(self, flow_id: str, seq: int) -> None:
-        async with self._transaction("mark_delivered", write=True) as conn:
-            await conn.execute(_RAISE_DELIVERED, {"b_flow_id": flow_id, "b_seq": seq})
+        return await self._run("create_run", taken, write=True, replayable=False)
 
     async def prune(self, before: float) -> int:
+        chosen = (
+            select(runs.c.flow_id)
+            .where(runs.c.status.in_(sorted(FINISHED)), runs.c.finished_at < before)
+            .order_by(runs.c.flow_id)
+            .limit(PRUNE_CHUNK)
+            .with_for_update()
+        )
+
+        async def work(conn: AsyncConnection) -> int:
+            ids = list((await conn.scalars(chosen)).all())
+            if ids:
+                for table in (events, checkpoints, deliveries, runs):
+                    await conn.execute(delete(table).where(table.c.flow_id.in_(ids)))
+            return len(ids)
+
         pruned = 0
         while True:
-            async with self._transaction("prune", write=True) as conn:
-                chosen = select(runs.c.flow_id).where(_PRUNABLE).order_by(runs.c.flow_id).limit(PRUNE_CHUNK)
-                ids = list((await conn.scalars(chosen.with_for_update(), {"b_before": before})).all())
-                if ids:
-                    await conn.execute(delete(events).where(events.c.flow_id.in_(ids)))
-                    await conn.execute(delete(checkpoints).where(checkpoints.c.flow_id.in_(ids)))
-                    await conn.execute(delete(runs).where(runs.c.flow_id.in_(ids)))
-            pruned += len(ids)
-            if len(ids) < PRUNE_CHUNK:
+            count = await self._run("prune", work, write=True)
+            pruned += count
+            if count < PRUNE_CHUNK:
                 break
         if pruned and self._engine is not None:
             await self._dialect.reclaim(self._engine)
@@ -190,15 +321,21 @@ class SqlRunStore:
     # -- reads -------------------------------------------------------------------------------
 
     async def get_run(self, flow_id: str) -> RunRecord | None:
-        async with self._transaction("get_run") as conn:
-            row = (await conn.execute(select(runs).where(runs.c.flow_id == flow_id))).mappings().first()
-        return None if row is None else record_of(row)
+        query = _RECORDS.where(runs.c.flow_id == flow_id)
+
+        async def work(conn: AsyncConnection) -> RunRecord | None:
+            row = (await conn.execute(query)).mappings().first()
+            return None if row is None else record_of(row)
+
+        return await self._run("get_run", work)
 
     async def checkpoints(self, flow_id: str) -> list[ElementCheckpoint]:
         query = select(checkpoints).where(checkpoints.c.flow_id == flow_id).order_by(checkpoints.c.element_id)
-        async with self._transaction("checkpoints") as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [checkpoint_of(row) for row in rows]
+
+        async def work(conn: AsyncConnection) -> list[ElementCheckpoint]:
+            return [checkpoint_of(row) for row in (await conn.execute(query)).mappings().all()]
+
+        return await self._run("checkpoints", work)
 
     async def events(self, flow_id: str, after_seq: int = 0, limit: int = 500) -> list[str]:
         if limit <= 0:
@@ -209,8 +346,11 @@ class SqlRunStore:
             .order_by(events.c.seq)
             .limit(limit)
         )
-        async with self._transaction("events") as conn:
+
+        async def work(conn: AsyncConnection) -> list[str]:
             return [str(payload) for payload in (await conn.scalars(query)).all()]
+
+        return await self._run("events", work)
 
     async def list_runs(
         self, *, owner: str | None = None, status: str | None = None, limit: int = 50, before: str | None = None
@@ -229,31 +369,43 @@ class SqlRunStore:
             query = query.where(
                 or_(runs.c.created_at < created_at, and_(runs.c.created_at == created_at, runs.c.flow_id < flow_id))
             )
-        async with self._transaction("list_runs") as conn:
+
+        async def work(conn: AsyncConnection) -> RunPage:
             rows = (await conn.execute(query)).mappings().all()
-        return make_page([summary_of(row) for row in rows], size)
+            return make_page([summary_of(row) for row in rows], size)
+
+        return await self._run("list_runs", work)
 
     async def unfinished_runs(self, coordinator: int | None = None) -> list[RunRecord]:
-        query = select(runs).where(runs.c.status.in_(UNFINISHED)).order_by(runs.c.created_at, runs.c.flow_id)
+        query = _RECORDS.where(runs.c.status.in_(UNFINISHED)).order_by(runs.c.created_at, runs.c.flow_id)
         if coordinator is not None:
             query = query.where(runs.c.coordinator == coordinator)
-        async with self._transaction("unfinished_runs") as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [record_of(row) for row in rows]
+
+        async def work(conn: AsyncConnection) -> list[RunRecord]:
+            return [record_of(row) for row in (await conn.execute(query)).mappings().all()]
+
+        return await self._run("unfinished_runs", work)
 
     async def open_deliveries(self) -> list[OpenDelivery]:
-        query = (
-            select(*_DELIVERY_COLUMNS)
-            .where(or_(runs.c.delivered_seq < runs.c.last_seq, runs.c.status.in_(UNFINISHED)))
-            .order_by(runs.c.created_at, runs.c.flow_id)
-        )
-        async with self._transaction("open_deliveries") as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [delivery_of(row) for row in rows]
+        async def work(conn: AsyncConnection) -> list[OpenDelivery]:
+            return [delivery_of(row) for row in (await conn.execute(_OPEN_DELIVERIES)).mappings().all()]
+
+        return await self._run("open_deliveries", work)
 
     async def row_counts(self) -> dict[str, int]:
-        async with self._transaction("row_counts") as conn:
+        async def work(conn: AsyncConnection) -> dict[str, int]:
             return {
                 table.name: int(await conn.scalar(select(func.count()).select_from(table)) or 0)
                 for table in DATA_TABLES
             }
+
+        return await self._run("row_counts", work)
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    """Close a connection for good (never back to the pool: the hot writes changed its settings)."""
+    try:
+        await conn.invalidate()
+        await conn.close()
+    except DRIVER_ERRORS as exc:
+        log.debug("run store: closing a connection failed: %s", exc)

@@ -161,7 +161,7 @@ def _lock_down_run(plan: Plan, request_fd: int, result_fd: int, devnull: int) ->
     ):
         resource.setrlimit(limit, value)
     if plan.layers.seccomp is not None:
-        plan.layers.seccomp.load()  # type: ignore[attr-defined]
+        plan.layers.seccomp.load()
 
 
 def _read_request() -> bytes:

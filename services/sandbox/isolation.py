@@ -45,6 +45,10 @@ import ctypes
 import errno
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyseccomp import SyscallFilter  # untyped (Any): pyseccomp has no stubs
 
 try:
     import pyseccomp
@@ -209,7 +213,7 @@ class Layers:
     """What a run's process applies to itself, prepared once in the template."""
 
     level: str
-    seccomp: object | None = None  # a pyseccomp.SyscallFilter
+    seccomp: SyscallFilter | None = None
     landlock_fd: int | None = None
     namespaces: bool = False
     notes: list[str] = field(default_factory=list)

@@ -1,7 +1,9 @@
 """services/run_store/: the contract of `engine.run_store`, the same tests for every backend —
 memory, SQLite (a file under tmp_path) and PostgreSQL (a database of its own per test, on the
-session's server: see tests/fixtures/postgres.py) — then what only one backend has: SQLite's
-file settings and space reclaimed, failures of a database that went away, the factory.
+session's server: see tests/fixtures/postgres.py) — then what only the SQL backends have: the
+migration of a version-1 database; SQLite's file settings, space reclaimed, lock waits and WAL
+checkpoints; PostgreSQL's row locks, connections terminated and databases that went away; the
+factory.
 
 Times are explicit numbers (no clock reads, no sleeps): nothing here depends on how fast the
 machine is.
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import make_url
+from sqlalchemy import inspect, make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from engine.contracts import ErrorInfo, FlowStatusName, RunSnapshot
 from engine.run_store import (
@@ -32,7 +35,9 @@ from engine.run_store import (
     run_cursor,
 )
 from engine.settings import Settings
-from services.run_store import MemoryRunStore, SqlRunStore, open_run_store
+from services.run_store import MemoryRunStore, SqlRunStore, migrations, open_run_store, schema
+from services.run_store.dialects import SqliteDialect
+from services.run_store.migrations import MIGRATIONS
 from tests.fixtures.postgres import EmbeddedPostgres, PostgresDatabase
 
 KINDS = ["memory", "sqlite", "postgres"]
@@ -284,6 +289,24 @@ async def test_open_deliveries_and_mark_delivered_never_moves_backwards(store):
     assert await store.open_deliveries() == [OpenDelivery("live", "ws://backend2.test/live", 0, 1, False)]
 
 
+async def test_last_seq_is_the_highest_event_stored_whatever_commit_wrote_it(store):
+    """A run's last seq follows its events alone: events committed after its end reopen its
+    delivery; replacing the run starts it again from 0."""
+    await store.create_run(new_run("f"))
+    await store.commit(Commit(events=[event("f", 2), event("f", 1)]))  # out of order, in one batch
+    assert (await store.get_run("f")).last_seq == 2
+    await store.commit(Commit(events=[event("f", 3)], runs=[finished("f", 5.0)]))
+    await store.mark_delivered("f", 3)
+    assert await store.open_deliveries() == []
+    await store.commit(Commit(events=[event("f", 4)]))  # after the end, without an update
+    assert (await store.get_run("f")).last_seq == 4
+    assert await store.open_deliveries() == [OpenDelivery("f", "ws://backend2.test/f", 3, 4, True)]
+    assert await store.create_run(new_run("f", created_at=2000.0))
+    record = await store.get_run("f")
+    assert (record.last_seq, record.delivered_seq) == (0, 0)
+    assert [r.last_seq for r in await store.unfinished_runs()] == [0]
+
+
 async def test_prune_deletes_only_runs_finished_before_the_time_with_their_rows(store):
     for flow_id in ("old", "recent", "running", "old2"):
         await store.create_run(new_run(flow_id, created_at=1.0))
@@ -356,7 +379,92 @@ async def test_open_migrates_once_even_when_stores_open_at_the_same_time(backing
         await stores[0].open()  # reopening an existing database: nothing to migrate
         assert (await stores[0].get_run("f")).status == "pending"
         if backing.kind != "memory":
-            assert await _schema_versions(backing) == [1]
+            assert await _schema_versions(backing) == [m.version for m in MIGRATIONS]
+    finally:
+        for s in stores:
+            await s.close()
+
+
+def _sqlalchemy_url(backing: Backing) -> str:
+    if backing.kind == "sqlite":
+        return f"sqlite+aiosqlite:///{backing.sqlite_file}"
+    return make_url(backing.database.url).set(drivername="postgresql+asyncpg").render_as_string(False)
+
+
+async def _make_version_1(backing: Backing) -> None:
+    """A database as version 1 left it: today's tables, with what version 2 took out of `runs`
+    (`last_seq`, `delivered_seq` and the partial index of the runs Backend 2 was behind on) put
+    back and no `deliveries` table; two runs, one of them Backend 2 is behind on."""
+    if backing.kind == "sqlite":
+        backing.sqlite_dir.mkdir(parents=True)
+    engine = create_async_engine(_sqlalchemy_url(backing))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(schema.metadata.create_all)
+            await conn.run_sync(migrations.schema_version.create)
+            await conn.execute(text("DROP TABLE deliveries"))
+            for name in ("last_seq", "delivered_seq"):
+                await conn.execute(text(f"ALTER TABLE runs ADD COLUMN {name} BIGINT NOT NULL DEFAULT 0"))
+            await conn.execute(
+                text("CREATE INDEX ix_runs_undelivered ON runs (flow_id) WHERE delivered_seq < last_seq")
+            )
+            await conn.execute(text("INSERT INTO schema_version (version, applied_at) VALUES (1, 0.0)"))
+            for flow_id, status, created_at, last, delivered in [
+                ("done", "completed", 1.0, 3, 3),
+                ("behind", "failed", 2.0, 3, 1),
+            ]:
+                await conn.execute(
+                    text(
+                        "INSERT INTO runs (flow_id, owner, body, backend2_ws_url, coordinator, status, created_at,"
+                        " finished_at, last_seq, delivered_seq) VALUES (:f, 'alice', :body, :url, 0, :status, :at, 9.0,"
+                        " :last, :delivered)"
+                    ),
+                    {"f": flow_id, "body": b"{}", "url": f"ws://backend2.test/{flow_id}", "status": status,
+                     "at": created_at, "last": last, "delivered": delivered},
+                )  # fmt: skip
+                for seq in range(1, last + 1):
+                    await conn.execute(
+                        text("INSERT INTO events (flow_id, seq, payload) VALUES (:f, :seq, :p)"),
+                        {"f": flow_id, "seq": seq, "p": event(flow_id, seq)[2]},
+                    )
+    finally:
+        await engine.dispose()
+
+
+async def _runs_columns_and_indexes(backing: Backing) -> tuple[set[str], set[str]]:
+    engine = create_async_engine(_sqlalchemy_url(backing))
+    try:
+        async with engine.connect() as conn:
+
+            def read(sync_conn) -> tuple[set[str], set[str]]:
+                found = inspect(sync_conn)
+                return {c["name"] for c in found.get_columns("runs")}, {i["name"] for i in found.get_indexes("runs")}
+
+            return await conn.run_sync(read)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("backing", ["sqlite", "postgres"], indirect=True)
+async def test_open_migrates_a_version_1_database_keeping_its_runs(backing):
+    await _make_version_1(backing)
+    stores = [backing.new_store() for _ in range(2)]
+    await asyncio.gather(*(s.open() for s in stores))  # both race to migrate it: one does
+    try:
+        assert await _schema_versions(backing) == [1, 2]
+        columns, indexes = await _runs_columns_and_indexes(backing)
+        assert not {"last_seq", "delivered_seq"} & columns and "ix_runs_undelivered" not in indexes
+        done, behind = await stores[0].get_run("done"), await stores[1].get_run("behind")
+        assert (done.status, done.last_seq, done.delivered_seq) == ("completed", 3, 3)
+        assert (behind.status, behind.last_seq, behind.delivered_seq, behind.body) == ("failed", 3, 1, b"{}")
+        assert await stores[0].open_deliveries() == [OpenDelivery("behind", "ws://backend2.test/behind", 1, 3, True)]
+        await stores[1].mark_delivered("behind", 3)
+        assert await stores[0].open_deliveries() == []
+        assert await stores[0].create_run(new_run("done"))  # finished, same owner: replaced
+        await stores[0].commit(Commit(events=[event("done", 1)]))
+        assert (await stores[1].get_run("done")).last_seq == 1
+        assert await stores[0].prune(10.0) == 1
+        assert await stores[0].row_counts() == {"runs": 1, "events": 1, "checkpoints": 0}
     finally:
         for s in stores:
             await s.close()
@@ -423,8 +531,8 @@ async def test_sqlite_file_is_wal_with_incremental_vacuum(tmp_path):
         assert conn.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"runs", "events", "checkpoints", "schema_version"} <= tables
-    assert {"ix_runs_created", "ix_runs_status_coordinator", "ix_runs_finished_at", "ix_runs_undelivered"} <= indexes
+    assert {"runs", "deliveries", "events", "checkpoints", "schema_version"} <= tables
+    assert {"ix_runs_created", "ix_runs_status_coordinator", "ix_runs_finished_at"} <= indexes
 
 
 async def test_sqlite_write_blocked_past_the_busy_timeout_raises_then_recovers(tmp_path):
@@ -444,6 +552,61 @@ async def test_sqlite_write_blocked_past_the_busy_timeout_raises_then_recovers(t
         assert (await store.get_run("f")).last_seq == 1
     finally:
         other.close()
+        await store.close()
+
+
+async def test_sqlite_writer_waits_for_a_lock_released_within_the_busy_timeout(tmp_path):
+    store = sqlite_store(tmp_path)
+    await store.open()
+    await store.create_run(new_run("f"))
+    await store.mark_delivered("f", 0)  # nothing to raise: the hot writes' connection is taken now
+    other = sqlite3.connect(tmp_path / "data" / "runs.sqlite3", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO events (flow_id, seq, payload) VALUES ('f', 1, '{}')")
+        writes = asyncio.gather(
+            store.commit(Commit(events=[event("f", 1), event("f", 2)])), store.mark_delivered("f", 1)
+        )
+        await asyncio.sleep(0)  # the commit is waiting for the lock in the driver's thread
+        other.execute("COMMIT")
+        await writes
+        assert await store.events("f") == ["{}", event("f", 2)[2]]  # the stored event 1 stays
+        assert ((await store.get_run("f")).last_seq, (await store.get_run("f")).delivered_seq) == (2, 1)
+    finally:
+        other.close()
+        await store.close()
+
+
+def _wal_salts(tmp_path: Path) -> bytes:
+    """The WAL header's salts: new ones each time a writer restarts the WAL from its start."""
+    with open(tmp_path / "data" / "runs.sqlite3-wal", "rb") as wal:
+        return wal.read(24)[16:24]
+
+
+async def test_sqlite_hot_writes_have_the_wal_checkpointed_off_their_path(tmp_path, monkeypatch):
+    checkpointed = asyncio.Event()
+    checkpoint = SqliteDialect.checkpoint
+
+    async def recorded(dialect: SqliteDialect) -> None:
+        await checkpoint(dialect)
+        checkpointed.set()
+
+    monkeypatch.setattr(SqliteDialect, "checkpoint_every", 8)
+    monkeypatch.setattr(SqliteDialect, "checkpoint", recorded)
+    store = sqlite_store(tmp_path)
+    await store.open()
+    try:
+        await store.create_run(new_run("f"))
+        for seq in range(1, 8):
+            await store.commit(Commit(events=[event("f", seq)]))
+        assert not checkpointed.is_set()
+        salts = _wal_salts(tmp_path)
+        await store.mark_delivered("f", 7)  # the 8th hot write: a passive checkpoint starts, in a thread
+        await asyncio.wait_for(checkpointed.wait(), 30)
+        await store.commit(Commit(events=[event("f", 8)]))  # found the WAL all copied: restarted it
+        assert _wal_salts(tmp_path) != salts
+        assert (await store.get_run("f")).last_seq == 8
+    finally:
         await store.close()
 
 
@@ -498,6 +661,51 @@ async def test_postgres_server_stopped_raises_then_the_store_recovers_when_it_is
             await store.close()
     finally:
         await asyncio.to_thread(server.remove)
+
+
+async def test_postgres_commits_and_confirmations_never_wait_on_each_others_rows(postgres_database):
+    """A coordinator's commit of events writes no `runs` row, and the streamer's confirmations
+    only `deliveries`: neither waits while another transaction holds the other's rows."""
+    store = SqlRunStore.postgres(postgres_database.url)
+    await store.open()
+    other = await asyncpg.connect(postgres_database.url)
+    try:
+        await store.create_run(new_run("f"))
+        async with other.transaction():
+            await other.execute("SELECT 1 FROM runs WHERE flow_id = 'f' FOR UPDATE")
+            await asyncio.wait_for(store.commit(Commit(events=[event("f", 1)])), 10)
+            await asyncio.wait_for(store.mark_delivered("f", 1), 10)
+        async with other.transaction():
+            await other.execute("UPDATE deliveries SET delivered_seq = delivered_seq WHERE flow_id = 'f'")
+            await asyncio.wait_for(store.commit(Commit(events=[event("f", 2), event("f", 3)])), 10)
+        record = await store.get_run("f")
+        assert (record.last_seq, record.delivered_seq) == (3, 1)
+    finally:
+        await other.close()
+        await store.close()
+
+
+async def test_postgres_connections_terminated_cost_a_reconnect_not_an_error(postgres_database):
+    store = SqlRunStore.postgres(postgres_database.url)
+    await store.open()
+    admin = await asyncpg.connect(postgres_database.url)
+    try:
+        await store.create_run(new_run("f"))
+        await store.commit(Commit(events=[event("f", 1)]))  # the hot writes' connection
+        assert (await store.get_run("f")).last_seq == 1  # and a pooled one
+        for _ in range(2):
+            ended = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            assert ended >= 2
+            await store.commit(Commit(events=[event("f", 2)]))
+            await store.mark_delivered("f", 2)
+            assert (await store.get_run("f")).delivered_seq == 2
+            assert await store.create_run(new_run(f"g{_}"))
+    finally:
+        await admin.close()
+        await store.close()
 
 
 async def test_postgres_unreachable_raises_on_open_without_the_password():
