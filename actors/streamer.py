@@ -233,6 +233,15 @@ class StreamerCore:
         delivery.wake.set()
         return delivery
 
+    async def _fill_gap(self, delivery: _Delivery, before: int) -> None:
+        """Events missing before seq `before` — the last ones a crashed coordinator committed but
+        did not publish — read from the store (where every published event's predecessors are)."""
+        assert self.store is not None
+        after = delivery.log.last_seq
+        texts = await self.store.events(delivery.log.flow_id, after, before - 1 - after)
+        if texts:
+            self.logs.add(delivery.log, [json.loads(text) for text in texts], time.monotonic())
+
     async def publish(self, flow_id: str, url: str, messages: list[Message] | bytes, final: bool = False) -> None:
         await self._ready_once()
         batch: list[Message] = json.loads(messages) if isinstance(messages, bytes | bytearray) else messages
@@ -245,6 +254,8 @@ class StreamerCore:
             delivery = await self._open_from_store(flow_id, url)  # a streamer restarted mid-flow
         elif delivery is None or (delivery.log.finished and batch[0]["seq"] == 1):
             delivery = self._open(flow_id, url)
+        elif self.store is not None and batch[0]["seq"] > delivery.log.next_seq:
+            await self._fill_gap(delivery, batch[0]["seq"])
         dropped_before = delivery.log.dropped
         self.logs.add(delivery.log, batch, time.monotonic())
         metrics.events_dropped(delivery.log.dropped - dropped_before)

@@ -130,10 +130,10 @@ def _healthy(service):
 def test_a_service_restart_resumes_unfinished_runs_and_keeps_their_history(service, backend2, fake_bedrock):
     """(Runs that had finished survive a restart too: the store's contract tests reopen it. Here
     the session's retention is 8 s, shorter than a restart, so the run checked is the resumed one.)"""
-    body = two_llm_flow(backend2, fake_bedrock)
+    body = two_llm_flow(backend2, fake_bedrock, chunks=300)  # llm-b streams 15 s: the restart lands mid-stream
     path = start_and_wait_for_second_llm(service, backend2, body)
     restart_service(service)
-    events = assert_complete_and_contiguous(backend2, path, timeout=90)
+    events = assert_complete_and_contiguous(backend2, path, timeout=120)
     assert [e["element_id"] for e in events if e["type"] == "element_started"].count("llm-a") == 1
     assert len(fake_bedrock.requests) == 3
     flow_id = body["flow_id"]
