@@ -63,6 +63,7 @@ from services.sandbox.isolation import make_undumpable
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL = 60.0
+QUIET_BEFORE_RECLAIM = 0.5  # seconds without a running flow before freed memory goes back to the OS
 EVENTS_PAGE_MAX = 5_000
 
 
@@ -103,6 +104,7 @@ class FlowCoordinatorCore:
         self.active: dict[str, _ActiveFlow] = {}
         self.completed_count = 0
         self.memory = MemoryReclaimer()
+        self._reclaim_timer: asyncio.TimerHandle | None = None
         self._ready: asyncio.Task[list[str]] | None = None
         self._pruned_at = 0.0
 
@@ -177,8 +179,24 @@ class FlowCoordinatorCore:
             self.active.pop(flow_id, None)
             self.completed_count += 1
             metrics.flow_completed(snapshot)
-            self.memory.released(1, idle=not self.active)
+            self._released_one()
             await self._prune_now_and_then()
+
+    def _released_one(self) -> None:
+        """Count a finished run's state as freed; once nothing has run for `QUIET_BEFORE_RECLAIM`
+        seconds, give the memory back (a collection costs tens of milliseconds: never between
+        two flows of a busy stream)."""
+        self.memory.released(1, idle=False)
+        if self.active:
+            return
+        if self._reclaim_timer is not None:
+            self._reclaim_timer.cancel()
+        self._reclaim_timer = asyncio.get_running_loop().call_later(QUIET_BEFORE_RECLAIM, self._reclaim_if_idle)
+
+    def _reclaim_if_idle(self) -> None:
+        self._reclaim_timer = None
+        if not self.active:
+            self.memory.released(0, idle=True)
 
     async def resume_unfinished(self) -> list[str]:
         """Resume the store's unfinished runs that belong to this coordinator; their flow ids."""

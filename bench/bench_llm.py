@@ -48,6 +48,10 @@ class FakeProcess:
         self._process.start()
         return self._conn.recv()
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
     def __exit__(self, *exc: object) -> None:
         self._conn.send("stop")
         self._process.join(5)

@@ -156,3 +156,28 @@ async def _started(streamer, flow_id, element_id):
 
 async def _completed(streamer, flow_id):
     return any(e["type"] == "flow_completed" for e in streamer.events.get(flow_id, []))
+
+
+async def test_memory_goes_back_to_the_os_once_the_coordinator_has_been_quiet(store, monkeypatch):
+    """A collection costs tens of milliseconds: a busy coordinator must not pay it between two
+    flows, and an idle one must still pay it once."""
+    # generous: a loaded box may pause between two flows
+    monkeypatch.setattr("actors.coordinator.QUIET_BEFORE_RECLAIM", 3.0)
+    streamer = FakeStreamer()
+    core = coordinator(store, streamer, Settings(_env_file=None))
+    ids = [f"quiet-{uuid.uuid4().hex[:6]}" for _ in range(3)]
+    for flow_id in ids:  # back to back: each finishes, leaving the coordinator idle, then the next starts
+        assert (await core.submit(json.dumps(flow(flow_id, "test_echo")).encode()))["outcome"] == "started"
+        await until(lambda flow_id=flow_id: _completed(streamer, flow_id))
+        await until(lambda: _nothing_active(core))
+    assert core.memory.trims == 0 and core.memory.pending == 3
+    await until(lambda: _trimmed(core), timeout=10)
+    assert core.memory.trims == 1 and core.memory.pending == 0
+
+
+async def _nothing_active(core):
+    return not core.active
+
+
+async def _trimmed(core):
+    return core.memory.trims > 0
