@@ -29,7 +29,7 @@ from actors.directory import ensure_actors
 from actors.names import coordinator_index, get_streamer
 from actors.ray_types import remote_view
 from actors.sandbox import SandboxActorClient
-from engine.contracts import CancelOutcome, RunSnapshot, SubmitOutcome
+from engine.contracts import CancelOutcome, ResumeOutcome, RunSnapshot, SubmitOutcome
 from engine.logging_setup import configure_logging
 from engine.models import ExecuteRequest
 from engine.run_store import RunSummary, newest_first, parse_run_cursor, run_cursor
@@ -46,6 +46,8 @@ from web.schemas import (
     FlowStatusOut,
     Health,
     Problems,
+    ResumedOut,
+    ResumeIn,
     RunsOut,
     Started,
     Validated,
@@ -212,6 +214,27 @@ class FlowExecutorIngress:
         if answer["outcome"] == "not_running":
             return JSONResponse({"detail": f"flow '{flow_id}' is not running", "status": answer["snapshot"]}, 409)
         return answer["snapshot"]
+
+    @api.post(
+        "/flows/{flow_id}/resume",
+        response_model=ResumedOut,
+        responses={404: {}, 409: {}, 422: {"model": Problems}},
+    )
+    async def resume(self, flow_id: str, resume: ResumeIn, request: Request) -> Any:
+        """Continue a paused flow: `inputs` become the outputs of the `wait_for_input` element
+        it waits at, checked against that element's `input_schema`."""
+        answer: ResumeOutcome = await self._coordinator(flow_id).resume_paused.remote(
+            flow_id, resume.element_id, resume.inputs, _caller(request)
+        )
+        if answer["outcome"] == "unknown":
+            return _not_found(flow_id)
+        if answer["outcome"] == "conflict":
+            return JSONResponse({"detail": answer["message"]}, 409)
+        if answer["outcome"] == "invalid":
+            return JSONResponse(
+                problems_body("the inputs do not match the element's input_schema", answer["problems"]), 422
+            )
+        return ResumedOut(flow_id=flow_id)
 
 
 app = remote_view(FlowExecutorIngress).bind()

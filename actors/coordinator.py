@@ -18,6 +18,14 @@ events, written by the coordinator's `EventOutbox` in one group commit per flush
   (`unknown`, `not_running` with the snapshot, or `cancelled` once it has taken effect) and
   reaches running work through the scheduler. A commit the store refuses stops the runs it
   belonged to at once, loudly (`store_unavailable` in the log, the cancel reason names it).
+- Pauses: a run that reaches `wait_for_input` ends its task paused (status `paused` in the
+  store; nothing of it stays in memory but a timer when its wait has a `timeout`).
+  `resume_paused(flow_id, element_id, inputs, owner)` checks the inputs against the element's
+  `input_schema` (`invalid` with every problem), refuses a flow not paused at that element
+  (`conflict`) and otherwise continues the run from its checkpoints with the inputs as the
+  element's outputs (`resumed`). A timer firing continues it with the wait `timed_out`;
+  `cancel` of a paused run continues it just to cancel it (its events say so). After a restart
+  paused runs stay paused and their timers are set again.
 - Answers are the shapes of `engine.contracts`. It does no I/O of its own: the store, the
   elements and `services/` do.
 
@@ -45,11 +53,12 @@ from actors.names import coordinator_index, get_streamer
 from actors.placement import RayInvoker
 from actors.sandbox import SandboxActorClient
 from actors.usage import MemoryReclaimer, process_usage
-from engine.contracts import CancelOutcome, RunSnapshot, SubmitOutcome
+from engine.contracts import CancelOutcome, ProblemInfo, ResumeOutcome, RunSnapshot, SubmitOutcome
 from engine.events import Redactor
 from engine.logging_setup import configure_logging
 from engine.models import ExecuteRequest, utc_timestamp
 from engine.plan import FlowPlan
+from engine.port_check import check_ports
 from engine.registry import ElementRegistry
 from engine.run_store import NewRun, RunRecord, RunStore, RunUpdate
 from engine.scheduler import FlowRun, Resume
@@ -105,6 +114,8 @@ class FlowCoordinatorCore:
         self.completed_count = 0
         self.memory = MemoryReclaimer()
         self._reclaim_timer: asyncio.TimerHandle | None = None
+        self._wakes: dict[str, asyncio.TimerHandle] = {}  # paused runs whose wait times out
+        self._continuing: set[str] = set()  # paused runs being loaded to go on (resume, cancel, wake)
         self._ready: asyncio.Task[list[str]] | None = None
         self._pruned_at = 0.0
 
@@ -148,7 +159,14 @@ class FlowCoordinatorCore:
             "warnings": [p.as_dict() for p in validation.warnings],
         }
 
-    def _start(self, request: ExecuteRequest, plan: FlowPlan, owner: str, resume: Resume | None = None) -> None:
+    def _start(
+        self,
+        request: ExecuteRequest,
+        plan: FlowPlan,
+        owner: str,
+        resume: Resume | None = None,
+        cancel: str | None = None,
+    ) -> _ActiveFlow:
         flow_id, url = request.flow_id, request.backend2_ws_url
         forwarder = self.outbox.forwarder(flow_id, url)
         run = FlowRun(
@@ -163,8 +181,11 @@ class FlowCoordinatorCore:
             on_checkpoint=lambda checkpoint: self.outbox.checkpoint(flow_id, url, checkpoint),
             resume=resume,
         )
+        if cancel is not None:
+            run.cancel(cancel)
         task = asyncio.get_running_loop().create_task(self._execute(run, forwarder, url), name=f"flow/{flow_id}")
-        self.active[flow_id] = _ActiveFlow(run, task, url, owner)
+        active = self.active[flow_id] = _ActiveFlow(run, task, url, owner)
+        return active
 
     async def _execute(self, run: FlowRun, forwarder: EventForwarder, url: str) -> None:
         flow_id = run.plan.flow_id
@@ -174,8 +195,12 @@ class FlowCoordinatorCore:
             log.exception("flow %s: the scheduler failed", flow_id)
         finally:
             snapshot = run.snapshot()
-            self.outbox.run_update(flow_id, url, RunUpdate(flow_id, snapshot["status"], snapshot, time.time()))
+            paused = snapshot["status"] == "paused"
+            finished_at = None if paused else time.time()
+            self.outbox.run_update(flow_id, url, RunUpdate(flow_id, snapshot["status"], snapshot, finished_at))
             await forwarder.close()  # the final flush: events, checkpoints and the run's end in one commit
+            if paused:
+                self._set_wake(snapshot)
             self.active.pop(flow_id, None)
             self.completed_count += 1
             metrics.flow_completed(snapshot)
@@ -204,21 +229,123 @@ class FlowCoordinatorCore:
         for record in await self.store.unfinished_runs():
             if coordinator_index(record.flow_id, self.count) != self.index or record.flow_id in self.active:
                 continue
-            validation = await validate_off_loop(record.body, self.settings, self.registry)
-            if not validation.ok or validation.request is None or validation.plan is None:
-                await self._close_unresumable(record)
+            if record.status == "paused":
+                if record.snapshot is not None:
+                    self._set_wake(record.snapshot)
                 continue
-            checkpoints = await self.store.checkpoints(record.flow_id)
-            try:
-                self._start(validation.request, validation.plan, record.owner, Resume(checkpoints, record.last_seq))
-            except ValueError:  # checkpoints of elements the flow does not have
-                await self._close_unresumable(record)
-                continue
-            log.info(
-                "flow %s: resumed after seq %d with %d checkpoints", record.flow_id, record.last_seq, len(checkpoints)
-            )
-            resumed.append(record.flow_id)
+            if await self._continue(record) is not None:
+                log.info("flow %s: resumed after seq %d", record.flow_id, record.last_seq)
+                resumed.append(record.flow_id)
         return resumed
+
+    async def _continue(
+        self,
+        record: RunRecord,
+        answers: dict[str, dict[str, Any]] | None = None,
+        expired: frozenset[str] = frozenset(),
+        cancel: str | None = None,
+    ) -> _ActiveFlow | None:
+        """Go on with a stored run from its checkpoints (see `Resume`); None if it cannot be
+        (then it is closed as failed)."""
+        validation = await validate_off_loop(record.body, self.settings, self.registry)
+        if not validation.ok or validation.request is None or validation.plan is None:
+            await self._close_unresumable(record)
+            return None
+        checkpoints = await self.store.checkpoints(record.flow_id)
+        started_at = record.snapshot["started_at"] if record.snapshot else None
+        resume = Resume(checkpoints, record.last_seq, started_at, answers or {}, expired)
+        try:
+            active = self._start(validation.request, validation.plan, record.owner, resume, cancel)
+        except ValueError:  # checkpoints of elements the flow does not have
+            await self._close_unresumable(record)
+            return None
+        snapshot = active.run.snapshot()
+        self.outbox.run_update(record.flow_id, active.url, RunUpdate(record.flow_id, "running", snapshot))
+        return active
+
+    # -- paused runs ------------------------------------------------------------------------------
+
+    async def resume_paused(
+        self, flow_id: str, element_id: str, inputs: dict[str, Any], owner: str | None = None
+    ) -> ResumeOutcome:
+        """Continue a paused run with `inputs` as the outputs of the element it waits at."""
+        await self._ready_once()
+        checked = await self._paused_record(flow_id, owner, element_id)
+        if isinstance(checked, dict):
+            return checked
+        record = checked
+        validation = await validate_off_loop(record.body, self.settings, self.registry)
+        if validation.plan is not None and element_id in validation.plan.elements:
+            schema = validation.plan.elements[element_id].definition.input_schema
+            problems: list[ProblemInfo] = [
+                {"path": f"inputs.{name}", "message": message, "severity": "error"}
+                for name, spec in schema.items()
+                for message in check_ports(inputs, {name: spec})
+            ]
+            if problems:
+                return {"outcome": "invalid", "problems": problems}
+        self._continuing.add(flow_id)
+        try:
+            self._cancel_wake(flow_id)
+            active = await self._continue(record, answers={element_id: inputs})
+        finally:
+            self._continuing.discard(flow_id)
+        if active is None:
+            return {"outcome": "conflict", "message": "the run could not be resumed: its request no longer validates"}
+        return {"outcome": "resumed", "flow_id": flow_id}
+
+    async def _paused_record(
+        self, flow_id: str, owner: str | None, element_id: str | None = None
+    ) -> RunRecord | ResumeOutcome:
+        """The stored paused run (waiting at `element_id` when given), or why not."""
+        if flow_id in self.active or flow_id in self._continuing:
+            return {"outcome": "conflict", "message": "the flow is running, not paused"}
+        record = await self._record(flow_id, owner)
+        if record is None:
+            return {"outcome": "unknown"}
+        if record.status != "paused" or record.snapshot is None:
+            return {"outcome": "conflict", "message": f"the flow is {record.status}, not paused"}
+        waiting = [w["element_id"] for w in record.snapshot.get("waiting", [])]
+        if element_id is not None and element_id not in waiting:
+            return {
+                "outcome": "conflict",
+                "message": f"the flow is not paused at '{element_id}' (it waits at: {', '.join(waiting) or 'nothing'})",
+            }
+        return record
+
+    def _set_wake(self, snapshot: RunSnapshot) -> None:
+        """Arm the timer of a paused run's earliest wait timeout, if it has one."""
+        wakes = [w["wake_at"] for w in snapshot.get("waiting", []) if w["wake_at"] is not None]
+        if not wakes:
+            return
+        flow_id = snapshot["flow_id"]
+        self._cancel_wake(flow_id)
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, min(wakes) - time.time())
+        self._wakes[flow_id] = loop.call_later(delay, lambda: loop.create_task(self._wake(flow_id)))
+
+    def _cancel_wake(self, flow_id: str) -> None:
+        handle = self._wakes.pop(flow_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    async def _wake(self, flow_id: str) -> None:
+        """A paused run's wait timed out: continue it with the waits that are due failing `timed_out`."""
+        self._wakes.pop(flow_id, None)
+        checked = await self._paused_record(flow_id, None)
+        if isinstance(checked, dict) or checked.snapshot is None:
+            return
+        now = time.time()
+        due = frozenset(
+            w["element_id"]
+            for w in checked.snapshot.get("waiting", [])
+            if w["wake_at"] is not None and w["wake_at"] <= now
+        )
+        self._continuing.add(flow_id)
+        try:
+            await self._continue(checked, expired=due)
+        finally:
+            self._continuing.discard(flow_id)
 
     async def _close_unresumable(self, record: RunRecord) -> None:
         error = {
@@ -322,6 +449,11 @@ class FlowCoordinatorCore:
         """Check and act at once: `unknown` (or not `owner`'s), `not_running` (ended, or already
         being cancelled) with its status, or `cancelled` with its status once that took effect."""
         active = self.active.get(flow_id)
+        if active is None:
+            paused = await self._cancel_paused(flow_id, reason, owner)
+            if paused is not None:  # continued just to be cancelled
+                await asyncio.wait({paused.task}, timeout=5)
+                return {"outcome": "cancelled", "snapshot": await self.status(flow_id) or paused.run.snapshot()}
         if active is None or owner not in (None, active.owner):
             snapshot = await self.status(flow_id, owner)
             return {"outcome": "unknown"} if snapshot is None else {"outcome": "not_running", "snapshot": snapshot}
@@ -329,6 +461,17 @@ class FlowCoordinatorCore:
             return {"outcome": "not_running", "snapshot": active.run.snapshot()}
         await asyncio.wait({active.task}, timeout=5)
         return {"outcome": "cancelled", "snapshot": await self.status(flow_id) or active.run.snapshot()}
+
+    async def _cancel_paused(self, flow_id: str, reason: str, owner: str | None) -> _ActiveFlow | None:
+        checked = await self._paused_record(flow_id, owner)
+        if isinstance(checked, dict):
+            return None
+        self._cancel_wake(flow_id)
+        self._continuing.add(flow_id)
+        try:
+            return await self._continue(checked, cancel=reason)
+        finally:
+            self._continuing.discard(flow_id)
 
     async def stats(self) -> dict[str, Any]:
         await self._ready_once()

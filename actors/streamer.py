@@ -7,7 +7,8 @@ Contract:
   for several flows in one call, `(flow_id, url, messages, final)` each, every entry in its own
   `try`: an entry that fails (undecodable bytes…) is logged and skipped, never the others.
   `final=True` (or `finish(flow_id)`) says no more events will come; a later publish starting
-  again at seq 1 is a new run of the id.
+  again at seq 1 is a new run of the id, one going on after the last seq is a paused run that
+  was resumed (its delivery starts again, from the store after the last confirmed seq).
 - One delivery task and one WebSocket per flow, so a slow or absent Backend 2 of one flow
   never slows another (no lock is shared across flows). Events go out as compact JSON text
   frames, strictly in `seq` order (the log reorders arrivals; see `engine.event_log`).
@@ -250,6 +251,9 @@ class StreamerCore:
                 await self.finish(flow_id)
             return
         delivery = self.flows.get(flow_id)
+        if delivery is not None and delivery.log.finished and batch[0]["seq"] > 1:  # a paused run goes on
+            self._forget(flow_id)
+            delivery = None if self.store is not None else self._open(flow_id, url, start_after=batch[0]["seq"] - 1)
         if flow_id in self._opening or (delivery is None and batch[0]["seq"] > 1 and self.store is not None):
             delivery = await self._open_from_store(flow_id, url)  # a streamer restarted mid-flow
         elif delivery is None or (delivery.log.finished and batch[0]["seq"] == 1):

@@ -11,15 +11,16 @@ snapshot of a flow it had to abandon; `web.schemas` and `serve_app` answer with 
 - Event data, one type per event (`EventData`, keyed by the event's `type` in `EVENT_DATA`).
 - `SubmitOutcome`: `started` (with validation warnings), `conflict`, or `invalid` (problems).
 - `CancelOutcome`: `unknown`, `not_running` (with the snapshot), or `cancelled` (snapshot).
+- `ResumeOutcome` (a paused run): `unknown`, `conflict` (why not), `invalid` (problems), `resumed`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-FlowStatusName = Literal["pending", "running", "completed", "failed", "cancelled", "timed_out"]
+FlowStatusName = Literal["pending", "running", "paused", "completed", "failed", "cancelled", "timed_out"]
 ElementStateName = Literal[
-    "pending", "running", "completed", "failed", "skipped", "cancelled", "unreachable", "not_run"
+    "pending", "running", "waiting", "completed", "failed", "skipped", "cancelled", "unreachable", "not_run"
 ]
 
 
@@ -48,6 +49,16 @@ class ElementSnapshot(TypedDict):
     error: ErrorInfo | None
 
 
+class WaitingInfo(TypedDict):
+    """An element a paused run waits at: what to show, what a resume must supply, and where."""
+
+    element_id: str
+    prompt: str
+    input_schema: dict[str, Any]
+    resume_path: str
+    wake_at: float | None  # Unix seconds when the wait times out; None: it never does
+
+
 class RunSnapshot(TypedDict):
     flow_id: str
     status: FlowStatusName
@@ -58,6 +69,8 @@ class RunSnapshot(TypedDict):
     outputs: dict[str, Any]
     error: ErrorInfo | None
     last_seq: int
+    waiting: NotRequired[list[WaitingInfo]]  # a paused run: the elements it waits at
+    rerun_of: NotRequired[str]  # a re-run: the flow id of the run it re-uses results from
 
 
 # -- event data, one per event type ---------------------------------------------------------
@@ -83,6 +96,7 @@ class LlmChunkData(TypedDict):
 class ElementCompletedData(TypedDict):
     outputs: dict[str, Any]
     duration_ms: float | None
+    cached: NotRequired[bool]  # True: a re-run took this result from the original run (no work done)
 
 
 class ElementErrorData(TypedDict):
@@ -103,6 +117,15 @@ class FlowCompletedData(TypedDict):
     duration_ms: float | None
 
 
+class FlowPausedData(WaitingInfo):
+    pass
+
+
+class FlowResumedData(TypedDict):
+    element_id: str
+    inputs: dict[str, Any]
+
+
 EventData = (
     FlowStartedData
     | ElementStartedData
@@ -110,6 +133,8 @@ EventData = (
     | ElementCompletedData
     | ElementErrorData
     | ElementSkippedData
+    | FlowPausedData
+    | FlowResumedData
     | FlowCompletedData
 )
 
@@ -120,6 +145,8 @@ EVENT_DATA: dict[str, type[Any]] = {
     "element_completed": ElementCompletedData,
     "element_error": ElementErrorData,
     "element_skipped": ElementSkippedData,
+    "flow_paused": FlowPausedData,
+    "flow_resumed": FlowResumedData,
     "flow_completed": FlowCompletedData,
 }
 
@@ -172,3 +199,16 @@ class Cancelled(TypedDict):
 
 
 CancelOutcome = UnknownFlow | NotRunning | Cancelled
+
+
+class NotPaused(TypedDict):
+    outcome: Literal["conflict"]
+    message: str
+
+
+class Resumed(TypedDict):
+    outcome: Literal["resumed"]
+    flow_id: str
+
+
+ResumeOutcome = UnknownFlow | NotPaused | Invalid | Resumed

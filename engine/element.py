@@ -41,6 +41,9 @@ it, never the other way round.
 - `routes = True` marks elements whose connections name a branch in `from_output`;
   `branch_ports()` lists the branch names that exist, for validation.
 - `is_output = True` marks the element whose outputs become the flow's outputs (`end`).
+- Waiting: an element whose `wait(inputs)` returns a `Wait` is not executed; the run waits
+  there for a person or a program (`wait_for_input`) and pauses once nothing else can run.
+  Its outputs are what `POST /flows/{id}/resume` supplies, checked against its `input_schema`.
 """
 
 from __future__ import annotations
@@ -78,6 +81,14 @@ class ElementResult:
 
     outputs: dict[str, Any]
     ports: frozenset[str] | None = None  # None: every connection of the element is active
+
+
+@dataclass(frozen=True)
+class Wait:
+    """What a waiting element asks for: the text shown, and the seconds it waits (None: forever)."""
+
+    prompt: str
+    timeout: float | None = None
 
 
 @dataclass
@@ -145,6 +156,11 @@ class ElementBase[C: BaseModel]:
         if not declared:
             return None
         return declared | self.fixed_outputs
+
+    def wait(self, inputs: dict[str, Any]) -> Wait | None:
+        """A `Wait` when reaching this element pauses the flow instead of executing it (raise
+        `ElementError` for inputs it cannot use); None, the default: the element executes."""
+        return None
 
     async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any] | ElementResult:
         raise NotImplementedError

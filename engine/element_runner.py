@@ -11,6 +11,9 @@ Contract:
   events: a `running` checkpoint at each attempt (the first one before `element_started`), then
   `completed` (outputs, ports taken) before `element_completed`, or `failed` / `cancelled`
   before `element_error`.
+- A waiting element (`begin_wait`) is checkpointed `waiting` — its outputs hold the wait's
+  `prompt` and `wake_at` — before its `element_started`; `complete` settles an element with a
+  result it did not compute (a resume's answer, a re-run's cached result).
 - Elements are called through an `ElementInvoker`, so the runtime decides where each kind of
   element runs (inline, a Ray task, the sandbox actor) without touching the scheduler.
 """
@@ -25,8 +28,8 @@ from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from engine.contracts import ElementErrorData, ElementStartedData
-from engine.element import AnyElement, ElementContext, ElementResult
+from engine.contracts import ElementCompletedData, ElementErrorData, ElementStartedData, WaitingInfo
+from engine.element import AnyElement, ElementContext, ElementResult, Wait
 from engine.errors import ElementTimeout, InputValidationError, OutputValidationError, describe, is_transient
 from engine.events import EventEmitter, Redactor
 from engine.models import utc_timestamp
@@ -81,10 +84,7 @@ class ElementRunner:
         record.started_at = utc_timestamp()
         t0 = time.monotonic()
         self.on_checkpoint(replace(record.checkpoint(), attempts=record.attempts + 1))
-        started: ElementStartedData = {"type": element.type_name, "name": definition.display_name, "inputs": inputs}
-        if resumed:
-            started["resumed"] = True
-        self.emitter.emit("element_started", started, element_id)
+        self._started(element, inputs, resumed)
         ctx = ElementContext(
             flow_id=self.flow_id,
             element_id=element_id,
@@ -109,13 +109,52 @@ class ElementRunner:
             error_type, message = describe(exc)
             self.report_error(record, ElementState.FAILED, error_type, message, t0)
             raise
-        record.state = ElementState.COMPLETED
-        record.duration_ms = ms_since(t0)
-        self.on_checkpoint(record.checkpoint(result))
-        self.emitter.emit(
-            "element_completed", {"outputs": result.outputs, "duration_ms": record.duration_ms}, element_id
-        )
+        self.complete(record, result, ms_since(t0))
         return result
+
+    def _started(self, element: AnyElement, inputs: dict[str, Any], resumed: bool) -> None:
+        started: ElementStartedData = {
+            "type": element.type_name,
+            "name": element.definition.display_name,
+            "inputs": inputs,
+        }
+        if resumed:
+            started["resumed"] = True
+        self.emitter.emit("element_started", started, element.element_id)
+
+    def complete(
+        self, record: ElementRecord, result: ElementResult, duration_ms: float | None, *, cached: bool = False
+    ) -> None:
+        """Record the element as completed with `result` and report it (`cached`: taken from
+        another run, no work done)."""
+        record.state = ElementState.COMPLETED
+        record.duration_ms = duration_ms
+        self.on_checkpoint(record.checkpoint(result))
+        data: ElementCompletedData = {"outputs": result.outputs, "duration_ms": duration_ms}
+        if cached:
+            data["cached"] = True
+        self.emitter.emit("element_completed", data, record.element_id)
+
+    def begin_wait(self, element: AnyElement, record: ElementRecord, inputs: dict[str, Any], wait: Wait) -> WaitingInfo:
+        """Record the element as waiting (its checkpoint keeps the prompt and when it times out)
+        and report it started; returns what the run's `flow_paused` will say about it."""
+        record.started_at = utc_timestamp()
+        record.attempts += 1
+        record.state = ElementState.WAITING
+        wake_at = None if wait.timeout is None else time.time() + wait.timeout
+        self.on_checkpoint(record.checkpoint(ElementResult({"prompt": wait.prompt, "wake_at": wake_at})))
+        self._started(element, inputs, False)
+        return self.waiting_info(element, wait.prompt, wake_at)
+
+    def waiting_info(self, element: AnyElement, prompt: str, wake_at: float | None) -> WaitingInfo:
+        schema = {name: spec.model_dump(exclude_none=True) for name, spec in element.definition.input_schema.items()}
+        return {
+            "element_id": element.element_id,
+            "prompt": prompt,
+            "input_schema": schema,
+            "resume_path": f"/flows/{self.flow_id}/resume",
+            "wake_at": wake_at,
+        }
 
     async def _attempts(
         self, element: AnyElement, inputs: dict[str, Any], ctx: ElementContext, record: ElementRecord

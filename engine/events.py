@@ -24,6 +24,8 @@ from engine.contracts import (
     ElementStartedData,
     EventData,
     FlowCompletedData,
+    FlowPausedData,
+    FlowResumedData,
     FlowStartedData,
     LlmChunkData,
 )
@@ -104,6 +106,10 @@ class EventEmitter:
     def emit(self, type_: Literal["element_error"], data: ElementErrorData, element_id: str) -> Event: ...
     @overload
     def emit(self, type_: Literal["element_skipped"], data: ElementSkippedData, element_id: str) -> Event: ...
+    @overload
+    def emit(self, type_: Literal["flow_paused"], data: FlowPausedData, element_id: str) -> Event: ...
+    @overload
+    def emit(self, type_: Literal["flow_resumed"], data: FlowResumedData, element_id: str) -> Event: ...
     @overload
     def emit(self, type_: Literal["flow_completed"], data: FlowCompletedData) -> Event: ...
 

@@ -188,6 +188,8 @@ EventType = Literal[
     "element_completed",
     "element_error",
     "element_skipped",
+    "flow_paused",
+    "flow_resumed",
     "flow_completed",
 ]
 

@@ -5,14 +5,17 @@ Contract:
   It is shown as an `ElementSnapshot` (`as_dict`) and kept durably as an `ElementCheckpoint`
   (`checkpoint`), from which `restore` sets it back after a restart.
 - `Resume` is what a run that a stopped process left unfinished picks up from: the checkpoints
-  stored for it (the last one of each element counts) and the seq of its last stored event.
+  stored for it (the last one of each element counts) and the seq of its last stored event;
+  for a paused run, the answer a resume brings to a waiting element (`answers`) or the waits
+  that timed out (`expired`); for a re-run, `cached` (restored results are reported, not silent).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from engine.contracts import ElementSnapshot, ErrorInfo
 from engine.element import ElementResult
@@ -22,6 +25,7 @@ from engine.run_store import ElementCheckpoint
 class FlowStatus(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    PAUSED = "paused"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -31,6 +35,7 @@ class FlowStatus(enum.StrEnum):
 class ElementState(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -88,12 +93,17 @@ class Resume:
     `checkpoints`: those stored for the run, oldest first (only the last of each element
     counts); `last_seq`: the seq of its last stored event (the run goes on from `last_seq + 1`;
     0: nothing was stored, so `flow_started` is still to come); `started_at`: when the run first
-    started, kept in its snapshot (None: the time of the resume).
+    started, kept in its snapshot (None: the time of the resume). A `waiting` checkpoint holds
+    the wait's `prompt` and `wake_at` as its outputs; the element completes with its entry of
+    `answers`, fails `timed_out` when in `expired`, and otherwise waits again, silently.
     """
 
     checkpoints: Sequence[ElementCheckpoint] = ()
     last_seq: int = 0
     started_at: str | None = None
+    answers: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # waiting element → its outputs
+    expired: frozenset[str] = frozenset()  # waiting elements whose `timeout` passed
+    cached: bool = False  # a re-run: each restored element reports `element_completed` with `cached: true`
 
     def __post_init__(self) -> None:
         if self.last_seq < 0:

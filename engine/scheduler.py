@@ -35,6 +35,17 @@ Contract:
   `element_started`; elements never started run as usual. Records and the snapshot show the
   stored state, attempts, timings and errors, and the flow's outputs are restored with its
   output element. `max_execution_time` and `duration_ms` count from the resume.
+- Waiting (`engine.element.Wait`: `wait_for_input`): an element whose `wait(inputs)` asks for
+  input is not executed; it is checkpointed `waiting` and reported started, and the run goes on
+  with whatever else can run. When nothing runs any more and no element failed, the run pauses:
+  status `paused`, one `flow_paused` event per waiting element (its prompt, `input_schema`,
+  resume path and `wake_at`), no `flow_completed`, and `run()` returns (nothing is held). A
+  resumed run (`Resume.answers`) emits `flow_resumed` and completes the element with the answer
+  as its outputs; a wait in `Resume.expired` fails `timed_out` (its `on_error` applies); other
+  waiting elements wait again without new events. A cancelled, failed or timed-out run reports
+  its waiting elements `cancelled`.
+- A re-run (`Resume.cached`) reports each element settled from a checkpoint: `element_completed`
+  with `cached: true`, or `element_skipped`.
 - Elements are called through an `ElementInvoker`, so the runtime decides where each kind of
   element runs (inline, a Ray task, the sandbox actor) without touching this module.
 """
@@ -46,9 +57,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.contracts import ErrorInfo, RunSnapshot
+from engine.contracts import ErrorInfo, RunSnapshot, WaitingInfo
 from engine.element import AnyElement, ElementResult
 from engine.element_runner import CheckpointSink, ElementInvoker, ElementRunner, InlineInvoker, as_result, ms_since
+from engine.errors import ElementError
 from engine.events import EventEmitter, EventSink, Redactor
 from engine.models import utc_timestamp
 from engine.plan import FlowPlan
@@ -101,6 +113,7 @@ class FlowRun:
         self.duration_ms: float | None = None
         self._settled: list[Any] = [None] * len(self.plan.definition.connections)
         self._running: dict[asyncio.Task[ElementResult], str] = {}
+        self._waiting: dict[str, WaitingInfo] = {}
         self._restorable = self.resume.latest() if self.resume else {}
         unknown = sorted(self._restorable.keys() - self.records.keys())
         if unknown:
@@ -143,11 +156,14 @@ class FlowRun:
             self._finish(FlowStatus.CANCELLED, t0)
             raise
         await self._abort_running(outcome)
-        self._finish(outcome.status if outcome else self._final_status(), t0)
+        if outcome is None and self._waiting and self._failure is None:
+            self._pause(t0)
+        else:
+            self._finish(outcome.status if outcome else self._final_status(), t0)
         return self.snapshot()
 
     def snapshot(self) -> RunSnapshot:
-        return {
+        snapshot: RunSnapshot = {
             "flow_id": self.plan.flow_id,
             "status": self.status.value,
             "started_at": self.started_at,
@@ -158,6 +174,9 @@ class FlowRun:
             "error": self.error,
             "last_seq": self.emitter.last_seq,
         }
+        if self._waiting:
+            snapshot["waiting"] = list(self._waiting.values())
+        return snapshot
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -182,6 +201,8 @@ class FlowRun:
                     self._on_done(self._running.pop(task), task)
                 if self._failure:
                     return _Abort(FlowStatus.FAILED, "cancelled", "cancelled because another element failed")
+            if self._stop.is_set():  # cancelled while nothing ran (a paused run being cancelled)
+                return _Abort(FlowStatus.CANCELLED, "cancelled", self._stop_reason)
             return None
         finally:
             stop_waiter.cancel()
@@ -202,6 +223,9 @@ class FlowRun:
         if checkpoint is not None and checkpoint.state in _SETTLED:
             self._restore(element_id, checkpoint)
             return
+        if checkpoint is not None and checkpoint.state == "waiting" and inputs is not None:
+            self._continue_wait(element_id, checkpoint)
+            return
         interrupted = checkpoint if checkpoint is not None and checkpoint.state in _INTERRUPTED else None
         if inputs is None:
             record = self.records[element_id]
@@ -217,6 +241,17 @@ class FlowRun:
 
     def _launch(self, element_id: str, inputs: dict[str, Any], interrupted: ElementCheckpoint | None) -> None:
         record = self.records[element_id]
+        element = self.plan.elements[element_id]
+        try:
+            wait = element.wait(inputs)
+        except ElementError as exc:
+            record.attempts = 1
+            self._runner.report_error(record, ElementState.FAILED, exc.error_type, str(exc), None)
+            self._on_failed(element_id)
+            return
+        if wait is not None:
+            self._waiting[element_id] = self._runner.begin_wait(element, record, inputs, wait)
+            return
         record.state = ElementState.RUNNING
         record.attempts = interrupted.attempts if interrupted else 0
         run = self._runner.run(self.plan.elements[element_id], record, inputs, resumed=interrupted is not None)
@@ -227,12 +262,15 @@ class FlowRun:
         error = task.exception()
         if error is None:
             self._settle(element_id, task.result())
-            return
-        record = self.records[element_id]
+        else:
+            self._on_failed(element_id)
+
+    def _on_failed(self, element_id: str) -> None:
+        """An element failed (its `element_error` is out): go on without it, or fail the flow."""
         if self.plan.elements[element_id].definition.on_error == "continue":
             self._settle(element_id, None)
         elif self._failure is None:
-            failure = record.error or {"error_type": "element_error", "message": "failed"}
+            failure = self.records[element_id].error or {"error_type": "element_error", "message": "failed"}
             self._failure = {**failure, "element_id": element_id}
 
     # -- resuming -----------------------------------------------------------------------------
@@ -247,13 +285,46 @@ class FlowRun:
         return None
 
     def _restore(self, element_id: str, checkpoint: ElementCheckpoint) -> None:
-        """Settle an element from its checkpoint, silently, as if it had just settled."""
-        self.records[element_id].restore(checkpoint)
+        """Settle an element from its checkpoint as if it had just settled: silently, or for a
+        re-run reported as cached."""
+        record = self.records[element_id]
+        record.restore(checkpoint)
+        cached = self.resume is not None and self.resume.cached
         if checkpoint.state == "completed":
             ports = None if checkpoint.ports is None else frozenset(checkpoint.ports)
-            self._settle(element_id, ElementResult(checkpoint.outputs or {}, ports))
-        elif checkpoint.state == "skipped" or self.plan.elements[element_id].definition.on_error == "continue":
+            result = ElementResult(checkpoint.outputs or {}, ports)
+            if cached:
+                self._runner.complete(record, result, None, cached=True)
+            self._settle(element_id, result)
+            return
+        if checkpoint.state == "skipped" and cached:
+            self.on_checkpoint(record.checkpoint())
+            self.emitter.emit("element_skipped", {"reason": "skipped in the original run"}, element_id)
+        if checkpoint.state == "skipped" or self.plan.elements[element_id].definition.on_error == "continue":
             self._settle(element_id, None)
+
+    def _continue_wait(self, element_id: str, checkpoint: ElementCheckpoint) -> None:
+        """A resumed run reaches an element that was waiting: answered, expired, or waiting on."""
+        record = self.records[element_id]
+        record.restore(checkpoint)
+        assert self.resume is not None  # a waiting checkpoint only comes with a resume
+        answer = self.resume.answers.get(element_id)
+        if answer is not None:
+            self.emitter.emit("flow_resumed", {"element_id": element_id, "inputs": answer}, element_id)
+            result = ElementResult(dict(answer))
+            self._runner.complete(record, result, None)
+            self._settle(element_id, result)
+        elif element_id in self.resume.expired:
+            timeout = self.plan.elements[element_id].definition.timeout
+            message = f"no input arrived within its timeout of {timeout:g} s"
+            self._runner.report_error(record, ElementState.FAILED, "timed_out", message, None)
+            self._on_failed(element_id)
+        else:
+            stored = checkpoint.outputs or {}
+            element = self.plan.elements[element_id]
+            self._waiting[element_id] = self._runner.waiting_info(
+                element, stored.get("prompt", ""), stored.get("wake_at")
+            )
 
     def _restore_interrupted(self, element_id: str, checkpoint: ElementCheckpoint) -> None:
         """An element that was running or cancelled while the flow was failing ends cancelled."""
@@ -314,12 +385,26 @@ class FlowRun:
         self._abort = abort
         if abort is not None:
             self._runner.cancel_reason = (abort.error_type, abort.message)
+        if abort is not None or self._failure is not None:
+            error_type, message = self._runner.cancel_reason
+            if self._failure is not None and abort is None:
+                error_type, message = "cancelled", "cancelled because another element failed"
+            for element_id in list(self._waiting):
+                record = self.records[element_id]
+                self._runner.report_error(record, ElementState.CANCELLED, error_type, message, None)
+            self._waiting.clear()
         if not self._running:
             return
         for task in self._running:
             task.cancel()
         await asyncio.wait(self._running.keys(), timeout=5)
         self._running.clear()
+
+    def _pause(self, t0: float) -> None:
+        self.status = FlowStatus.PAUSED
+        self.duration_ms = ms_since(t0)
+        for element_id, info in self._waiting.items():
+            self.emitter.emit("flow_paused", info, element_id)
 
     def _finish(self, status: FlowStatus, t0: float) -> None:
         for record in self.records.values():

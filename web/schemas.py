@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NotRequired
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.contracts import ErrorInfo, EventMessage, ProblemInfo, RunSnapshot
 from engine.validation import MAX_PROBLEMS_CEILING, Problem, bound_problems
@@ -36,6 +36,20 @@ class Validated(BaseModel):
 class Problems(BaseModel):
     detail: str
     problems: list[ProblemInfo]
+
+
+class ResumeIn(BaseModel):
+    """`POST /flows/{flow_id}/resume`: the element the flow waits at, and what it is given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    element_id: str = Field(min_length=1, max_length=200)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResumedOut(BaseModel):
+    status: str = "resumed"
+    flow_id: str
 
 
 class Health(BaseModel):
