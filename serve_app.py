@@ -32,6 +32,7 @@ from actors.sandbox import SandboxActorClient
 from engine.contracts import CancelOutcome, ResumeOutcome, RunSnapshot, SubmitOutcome
 from engine.logging_setup import configure_logging
 from engine.models import ExecuteRequest
+from engine.rerun import RerunRequest, RerunSource
 from engine.run_store import RunSummary, newest_first, parse_run_cursor, run_cursor
 from engine.settings import get_settings
 from engine.validation import Validation
@@ -235,6 +236,28 @@ class FlowExecutorIngress:
                 problems_body("the inputs do not match the element's input_schema", answer["problems"]), 422
             )
         return ResumedOut(flow_id=flow_id)
+
+    @api.post(
+        "/flows/{flow_id}/rerun",
+        response_model=Started,
+        responses={404: {}, 409: {}, 422: {"model": Problems}},
+    )
+    async def rerun(self, flow_id: str, rerun: RerunRequest, request: Request) -> Any:
+        """A new run (`rerun.flow_id`) of this flow's definition that re-uses every result not
+        downstream of `from_element` (reported `cached`) and runs the rest anew."""
+        owner = _caller(request)
+        source: RerunSource | None = await self._coordinator(flow_id).rerun_source.remote(flow_id, owner)
+        if source is None:
+            return _not_found(flow_id)
+        if source["running"]:
+            return JSONResponse({"detail": f"flow '{flow_id}' is running: re-run it once it has ended"}, 409)
+        new_id = rerun.flow_id
+        answer: SubmitOutcome = await self._coordinator(new_id).rerun.remote(flow_id, source, rerun.model_dump(), owner)
+        if answer["outcome"] == "conflict":
+            return JSONResponse({"detail": f"flow id '{new_id}' is in use (running, or another caller's)"}, 409)
+        if answer["outcome"] == "invalid":
+            return JSONResponse(problems_body("the re-run is invalid; nothing was started", answer["problems"]), 422)
+        return Started(flow_id=new_id, warnings=answer["warnings"])
 
 
 app = remote_view(FlowExecutorIngress).bind()

@@ -42,6 +42,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,9 +61,11 @@ from engine.models import ExecuteRequest, utc_timestamp
 from engine.plan import FlowPlan
 from engine.port_check import check_ports
 from engine.registry import ElementRegistry
+from engine.rerun import RerunRequest, RerunSource, rerun_body, reused_checkpoints
 from engine.run_store import NewRun, RunRecord, RunStore, RunUpdate
 from engine.scheduler import FlowRun, Resume
 from engine.settings import get_settings
+from engine.validation import Problem, Validation
 from engine.validation_offload import validate_off_loop
 from runtime.catalog import builtin_registry
 from services.hub import ServiceHub
@@ -141,23 +144,67 @@ class FlowCoordinatorCore:
         `conflict` (its flow id is running, or held by another owner) or `invalid`."""
         await self._ready_once()
         validation = await validate_off_loop(body, self.settings, self.registry)
+        return await self._create_and_start(body, validation, owner)
+
+    async def _create_and_start(
+        self,
+        body: bytes | dict[str, Any],
+        validation: Validation,
+        owner: str,
+        reuse: Callable[[FlowPlan], tuple[Resume | None, list[Problem]]] | None = None,
+    ) -> SubmitOutcome:
+        """Record a validated run in the store and start it (`reuse`: what it resumes from)."""
         if not validation.ok:
             return {"outcome": "invalid", "problems": [p.as_dict() for p in validation.problems]}
         request, plan = validation.request, validation.plan
         assert request is not None and plan is not None
+        resume, problems = reuse(plan) if reuse is not None else (None, [])
+        if problems:
+            return {"outcome": "invalid", "problems": [p.as_dict() for p in problems]}
         if request.flow_id in self.active:
             return {"outcome": "conflict", "flow_id": request.flow_id}
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         new = NewRun(request.flow_id, owner, raw, request.backend2_ws_url, self.index, time.time())
         if not await self.store.create_run(new):
             return {"outcome": "conflict", "flow_id": request.flow_id}
-        self._start(request, plan, owner)
+        self._start(request, plan, owner, resume)
         metrics.flow_started()
         return {
             "outcome": "started",
             "flow_id": request.flow_id,
             "warnings": [p.as_dict() for p in validation.warnings],
         }
+
+    # -- re-runs ----------------------------------------------------------------------------------
+
+    async def rerun_source(self, flow_id: str, owner: str | None = None) -> RerunSource | None:
+        """What a re-run of `flow_id` starts from (its body, snapshot and checkpoints); None if
+        unknown or another owner's; `running` when it is running now."""
+        await self._ready_once()
+        if flow_id in self.active or flow_id in self._continuing:
+            return {"running": True, "body": b"", "snapshot": None, "checkpoints": []}
+        record = await self._record(flow_id, owner)
+        if record is None:
+            return None
+        checkpoints = await self.store.checkpoints(flow_id)
+        return {"running": False, "body": record.body, "snapshot": record.snapshot, "checkpoints": checkpoints}
+
+    async def rerun(
+        self, original_id: str, source: RerunSource, request: dict[str, Any], owner: str = ""
+    ) -> SubmitOutcome:
+        """Start the re-run `request` (a `RerunRequest`) of the run `source` came from."""
+        await self._ready_once()
+        rerun = RerunRequest.model_validate(request)
+        body, from_element, problems = rerun_body(source["body"], rerun, source["snapshot"])
+        if problems:
+            return {"outcome": "invalid", "problems": [p.as_dict() for p in problems]}
+
+        def reuse(plan: FlowPlan) -> tuple[Resume | None, list[Problem]]:
+            reused, problems = reused_checkpoints(plan, from_element, source["checkpoints"])
+            return Resume(reused, 0, cached=True, rerun_of=original_id), problems
+
+        validation = await validate_off_loop(body, self.settings, self.registry)
+        return await self._create_and_start(body, validation, owner, reuse)
 
     def _start(
         self,
@@ -253,7 +300,8 @@ class FlowCoordinatorCore:
             return None
         checkpoints = await self.store.checkpoints(record.flow_id)
         started_at = record.snapshot["started_at"] if record.snapshot else None
-        resume = Resume(checkpoints, record.last_seq, started_at, answers or {}, expired)
+        rerun_of = record.snapshot.get("rerun_of") if record.snapshot else None
+        resume = Resume(checkpoints, record.last_seq, started_at, answers or {}, expired, rerun_of=rerun_of)
         try:
             active = self._start(validation.request, validation.plan, record.owner, resume, cancel)
         except ValueError:  # checkpoints of elements the flow does not have
@@ -270,47 +318,60 @@ class FlowCoordinatorCore:
     ) -> ResumeOutcome:
         """Continue a paused run with `inputs` as the outputs of the element it waits at."""
         await self._ready_once()
-        checked = await self._paused_record(flow_id, owner, element_id)
-        if isinstance(checked, dict):
-            return checked
-        record = checked
-        validation = await validate_off_loop(record.body, self.settings, self.registry)
-        if validation.plan is not None and element_id in validation.plan.elements:
-            schema = validation.plan.elements[element_id].definition.input_schema
-            problems: list[ProblemInfo] = [
-                {"path": f"inputs.{name}", "message": message, "severity": "error"}
-                for name, spec in schema.items()
-                for message in check_ports(inputs, {name: spec})
-            ]
-            if problems:
-                return {"outcome": "invalid", "problems": problems}
-        self._continuing.add(flow_id)
+        record = await self._claim_paused(flow_id, owner, element_id)
+        if isinstance(record, dict):
+            return record
         try:
+            validation = await validate_off_loop(record.body, self.settings, self.registry)
+            if validation.plan is not None and element_id in validation.plan.elements:
+                schema = validation.plan.elements[element_id].definition.input_schema
+                problems: list[ProblemInfo] = [
+                    {"path": f"inputs.{name}", "message": message, "severity": "error"}
+                    for name, spec in schema.items()
+                    for message in check_ports(inputs, {name: spec})
+                ]
+                if problems:
+                    return {"outcome": "invalid", "problems": problems}
             self._cancel_wake(flow_id)
-            active = await self._continue(record, answers={element_id: inputs})
+            if await self._continue(record, answers={element_id: inputs}) is None:
+                return {
+                    "outcome": "conflict",
+                    "message": "the run could not be resumed: its request no longer validates",
+                }
+            return {"outcome": "resumed", "flow_id": flow_id}
         finally:
             self._continuing.discard(flow_id)
-        if active is None:
-            return {"outcome": "conflict", "message": "the run could not be resumed: its request no longer validates"}
-        return {"outcome": "resumed", "flow_id": flow_id}
 
-    async def _paused_record(
+    async def _claim_paused(
         self, flow_id: str, owner: str | None, element_id: str | None = None
     ) -> RunRecord | ResumeOutcome:
-        """The stored paused run (waiting at `element_id` when given), or why not."""
+        """The stored paused run (waiting at `element_id` when given), claimed — in
+        `_continuing` until the caller discards it, so no other call continues it meanwhile —
+        or why not (then nothing is claimed)."""
         if flow_id in self.active or flow_id in self._continuing:
             return {"outcome": "conflict", "message": "the flow is running, not paused"}
-        record = await self._record(flow_id, owner)
+        self._continuing.add(flow_id)
+        try:
+            record = await self._record(flow_id, owner)
+        except BaseException:
+            self._continuing.discard(flow_id)
+            raise
+        refusal: ResumeOutcome | None = None
         if record is None:
-            return {"outcome": "unknown"}
-        if record.status != "paused" or record.snapshot is None:
-            return {"outcome": "conflict", "message": f"the flow is {record.status}, not paused"}
-        waiting = [w["element_id"] for w in record.snapshot.get("waiting", [])]
-        if element_id is not None and element_id not in waiting:
-            return {
-                "outcome": "conflict",
-                "message": f"the flow is not paused at '{element_id}' (it waits at: {', '.join(waiting) or 'nothing'})",
-            }
+            refusal = {"outcome": "unknown"}
+        elif record.status != "paused" or record.snapshot is None:
+            refusal = {"outcome": "conflict", "message": f"the flow is {record.status}, not paused"}
+        else:
+            waiting = [w["element_id"] for w in record.snapshot.get("waiting", [])]
+            if element_id is not None and element_id not in waiting:
+                where = ", ".join(waiting) or "nothing"
+                refusal = {
+                    "outcome": "conflict",
+                    "message": f"the flow is not paused at '{element_id}' (it waits at: {where})",
+                }
+        if refusal is not None or record is None:
+            self._continuing.discard(flow_id)
+            return refusal or {"outcome": "unknown"}
         return record
 
     def _set_wake(self, snapshot: RunSnapshot) -> None:
@@ -332,18 +393,14 @@ class FlowCoordinatorCore:
     async def _wake(self, flow_id: str) -> None:
         """A paused run's wait timed out: continue it with the waits that are due failing `timed_out`."""
         self._wakes.pop(flow_id, None)
-        checked = await self._paused_record(flow_id, None)
-        if isinstance(checked, dict) or checked.snapshot is None:
+        record = await self._claim_paused(flow_id, None)
+        if isinstance(record, dict):
             return
-        now = time.time()
-        due = frozenset(
-            w["element_id"]
-            for w in checked.snapshot.get("waiting", [])
-            if w["wake_at"] is not None and w["wake_at"] <= now
-        )
-        self._continuing.add(flow_id)
         try:
-            await self._continue(checked, expired=due)
+            now = time.time()
+            waiting = record.snapshot.get("waiting", []) if record.snapshot else []
+            due = frozenset(w["element_id"] for w in waiting if w["wake_at"] is not None and w["wake_at"] <= now)
+            await self._continue(record, expired=due)
         finally:
             self._continuing.discard(flow_id)
 
@@ -463,13 +520,12 @@ class FlowCoordinatorCore:
         return {"outcome": "cancelled", "snapshot": await self.status(flow_id) or active.run.snapshot()}
 
     async def _cancel_paused(self, flow_id: str, reason: str, owner: str | None) -> _ActiveFlow | None:
-        checked = await self._paused_record(flow_id, owner)
-        if isinstance(checked, dict):
+        record = await self._claim_paused(flow_id, owner)
+        if isinstance(record, dict):
             return None
-        self._cancel_wake(flow_id)
-        self._continuing.add(flow_id)
         try:
-            return await self._continue(checked, cancel=reason)
+            self._cancel_wake(flow_id)
+            return await self._continue(record, cancel=reason)
         finally:
             self._continuing.discard(flow_id)
 

@@ -53,6 +53,9 @@ def _flow(flow_id: str, url: str, chain: int = 1) -> dict:
     }
 
 
+REPORTED = ("flow_started", "flow_paused", "flow_resumed", "flow_completed")  # event types Arrivals records
+
+
 class Arrivals:
     """Arrival times reported by the Backend 2 process (CLOCK_MONOTONIC is system-wide).
 
@@ -61,8 +64,7 @@ class Arrivals:
     """
 
     def __init__(self, queue: multiprocessing.Queue) -> None:
-        self.started: dict[str, float] = {}
-        self.completed: dict[str, float] = {}
+        self.arrived: dict[str, dict[str, float]] = {kind: {} for kind in REPORTED}  # kind → flow id → time
         self.relay_ms: list[float] = []  # stamped LLM deltas: fake Bedrock send → Backend 2 receive
         self._waiters: dict[tuple[str, str], asyncio.Future[float]] = {}
         self._lock = threading.Lock()
@@ -75,14 +77,14 @@ class Arrivals:
                 self.relay_ms.append(at)
                 continue
             with self._lock:
-                (self.started if kind == "flow_started" else self.completed)[flow_id] = at
+                self.arrived[kind].setdefault(flow_id, at)
                 waiter = self._waiters.pop((kind, flow_id), None)
             if waiter is not None:
                 waiter.get_loop().call_soon_threadsafe(_resolve, waiter, at)
 
     async def wait(self, kind: str, flow_id: str) -> float:
-        """When `kind` (`flow_started` / `flow_completed`) of the flow reached Backend 2."""
-        arrived = self.started if kind == "flow_started" else self.completed
+        """When the flow's first event of `kind` (one of `REPORTED`) reached Backend 2."""
+        arrived = self.arrived[kind]
         with self._lock:
             if flow_id in arrived:
                 return arrived[flow_id]
@@ -123,7 +125,7 @@ def _serve_backend2(port: int, queue: multiprocessing.Queue) -> None:
     from tests.fakes.backend2 import FakeBackend2
 
     def report(message: dict) -> None:
-        if message["type"] in ("flow_started", "flow_completed"):
+        if message["type"] in REPORTED:
             queue.put((message["type"], message["flow_id"], time.perf_counter()))
         elif message["type"] == "llm_chunk":  # a fake Bedrock stamps `<monotonic_ns>:` on each delta
             stamp = message["data"]["chunk"].split(":", 1)[0]

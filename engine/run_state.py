@@ -104,6 +104,7 @@ class Resume:
     answers: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # waiting element → its outputs
     expired: frozenset[str] = frozenset()  # waiting elements whose `timeout` passed
     cached: bool = False  # a re-run: each restored element reports `element_completed` with `cached: true`
+    rerun_of: str | None = None  # a re-run: the flow id whose results it re-uses (shown in the snapshot)
 
     def __post_init__(self) -> None:
         if self.last_seq < 0:

@@ -176,6 +176,8 @@ class FlowRun:
         }
         if self._waiting:
             snapshot["waiting"] = list(self._waiting.values())
+        if self.resume is not None and self.resume.rerun_of is not None:
+            snapshot["rerun_of"] = self.resume.rerun_of
         return snapshot
 
     # -- the loop -----------------------------------------------------------------------------

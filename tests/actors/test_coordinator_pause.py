@@ -2,6 +2,7 @@
 pause, resume with checked inputs, a wait that times out (also after a restart), cancel while
 paused."""
 
+import asyncio
 import json
 import uuid
 
@@ -115,3 +116,17 @@ async def test_a_wait_times_out_even_across_a_coordinator_restart(store):
     await until(lambda: _status(second, flow_id, "failed"), timeout=20)
     snapshot = await second.status(flow_id)
     assert snapshot["error"]["error_type"] == "timed_out" and snapshot["error"]["element_id"] == "w"
+
+
+async def test_two_resumes_at_once_continue_the_run_once(store):
+    streamer = FakeStreamer()
+    core = coordinator(store, streamer, Settings(_env_file=None))
+    flow_id = f"pause-twice-{uuid.uuid4().hex[:6]}"
+    await paused(core, flow_id)
+    answers = await asyncio.gather(
+        core.resume_paused(flow_id, "w", {"signature": "first"}), core.resume_paused(flow_id, "w", {"signature": "2nd"})
+    )
+    assert sorted(a["outcome"] for a in answers) == ["conflict", "resumed"]
+    await until(lambda: _status(core, flow_id, "completed"))
+    kinds = [e["type"] for e in streamer.events[flow_id]]
+    assert kinds.count("flow_resumed") == 1 and kinds.count("flow_completed") == 1

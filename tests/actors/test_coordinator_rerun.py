@@ -1,0 +1,111 @@
+"""Re-runs in FlowCoordinatorCore on a real run store (memory and SQLite), without Ray: results
+upstream of `from_element` are taken from the original run (reported cached, not run again),
+overrides change what runs anew, and a re-run that cannot re-use the original is refused."""
+
+import json
+import uuid
+
+import pytest
+
+from engine.settings import Settings
+from services.run_store import MemoryRunStore, SqlRunStore
+from tests.actors.test_coordinator import FakeStreamer, coordinator, until
+from tests.engine_doubles import CALLS
+
+
+def failing_flow(flow_id):
+    elements = {
+        "s": {"type": "start", "element_id": "s"},
+        "a": {"type": "test_echo", "element_id": "a", "value": "A"},
+        "x": {"type": "test_flaky", "element_id": "x", "failures": 5},
+        "e": {"type": "end", "element_id": "e"},
+    }
+    connections = [{"from_id": "s", "to_id": "a"}, {"from_id": "a", "to_id": "x"}, {"from_id": "x", "to_id": "e"}]
+    return {
+        "flow_id": flow_id,
+        "flow_definition": {
+            "flow_id": flow_id,
+            "elements": elements,
+            "connections": connections,
+            "start_element_id": "s",
+        },
+        "initial_inputs": {"q": 1},
+        "backend2_ws_url": "ws://127.0.0.1:9/ws",
+    }
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request, tmp_path):
+    made = MemoryRunStore() if request.param == "memory" else SqlRunStore.sqlite(tmp_path)
+    yield made
+    await made.close()
+
+
+async def ended(core, flow_id):
+    snapshot = await core.status(flow_id)
+    return snapshot is not None and snapshot["status"] in ("completed", "failed")
+
+
+async def failed_run(core):
+    flow_id = f"orig-{uuid.uuid4().hex[:6]}"
+    assert (await core.submit(json.dumps(failing_flow(flow_id)).encode(), "alice"))["outcome"] == "started"
+    await until(lambda: ended(core, flow_id))
+    assert (await core.status(flow_id))["error"]["element_id"] == "x"
+    return flow_id
+
+
+async def rerun(core, original, owner="alice", **request):
+    source = await core.rerun_source(original, owner)
+    if source is None:
+        return None
+    new_id = request.pop("flow_id", f"re-{uuid.uuid4().hex[:6]}")
+    body = {"flow_id": new_id, "backend2_ws_url": "ws://127.0.0.1:9/ws", **request}
+    return await core.rerun(original, source, body, owner), new_id
+
+
+async def test_a_rerun_from_the_failed_element_reuses_everything_before_it(store):
+    streamer = FakeStreamer()
+    core = coordinator(store, streamer, Settings(_env_file=None))
+    original = await failed_run(core)
+    (outcome, new_id) = await rerun(core, original, element_overrides={"x": {"failures": 0}})
+    assert outcome["outcome"] == "started"
+    await until(lambda: ended(core, new_id))
+    snapshot = await core.status(new_id)
+    assert snapshot["status"] == "completed" and snapshot["rerun_of"] == original
+    assert snapshot["outputs"] == {"ok": True}
+    assert f"{new_id}/a/start" not in CALLS  # a's result came from the original run
+    assert len(CALLS[f"{new_id}/x/attempt"]) == 1
+    completed = {e["element_id"]: e["data"] for e in streamer.events[new_id] if e["type"] == "element_completed"}
+    assert completed["a"].get("cached") is True and completed["s"].get("cached") is True
+    assert "cached" not in completed["x"]
+    assert (await core.status(original))["status"] == "failed"  # the original is unchanged
+
+
+async def test_a_rerun_from_an_earlier_element_runs_it_and_what_follows_with_its_override(store):
+    core = coordinator(store, FakeStreamer(), Settings(_env_file=None))
+    original = await failed_run(core)
+    outcome, new_id = await rerun(
+        core, original, from_element="a", element_overrides={"a": {"value": "A2"}, "x": {"failures": 0}}
+    )
+    assert outcome["outcome"] == "started"
+    await until(lambda: ended(core, new_id))
+    assert (await core.status(new_id))["status"] == "completed"
+    assert (await core.element(new_id, "a"))["outputs"]["echo"] == "A2"
+    assert len(CALLS[f"{new_id}/a/start"]) == 1
+
+
+async def test_a_rerun_that_cannot_reuse_the_original_is_refused_with_every_problem(store):
+    core = coordinator(store, FakeStreamer(), Settings(_env_file=None))
+    original = await failed_run(core)
+    assert await rerun(core, original, owner="bob") is None
+    outcome, _ = await rerun(core, original, from_element="e", element_overrides={"nope": {}, "x": {"type": "end"}})
+    paths = sorted(p["path"] for p in outcome["problems"])
+    assert outcome["outcome"] == "invalid"
+    assert paths == ["element_overrides.nope", "element_overrides.x.type"]
+    outcome, _ = await rerun(core, original, from_element="e")
+    assert outcome["outcome"] == "invalid"
+    assert "'x' is not downstream of 'e' but ended failed" in outcome["problems"][0]["message"]
+    outcome, _ = await rerun(core, original, element_overrides={"x": {"failures": "many"}})
+    assert outcome["outcome"] == "invalid" and "failures" in outcome["problems"][0]["path"]
+    outcome, _ = await rerun(core, original, flow_id=original)
+    assert outcome["outcome"] == "started"  # a finished run of the same owner is replaced, as with /execute
