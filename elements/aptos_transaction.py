@@ -11,7 +11,6 @@ submitted, awaited up to `wait_seconds`: `transaction_hash`, `status`, `success`
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -28,6 +27,7 @@ from elements.aptos_values import (
     readable,
     typed_argument,
 )
+from elements.aptos_wait import await_transaction
 from engine.element import ElementBase, ElementContext, Placement
 from engine.errors import ElementError, TransientError
 from engine.ports import AptosNode, AptosSigner
@@ -150,20 +150,11 @@ class AptosTransactionElement(ElementBase[AptosTransactionConfig]):
 
     async def _submit(self, signed: bytes, aptos: AptosNode) -> dict[str, Any]:
         tx_hash = await aptos.submit(signed)
-        deadline = time.monotonic() + self.config.wait_seconds
-        while True:
-            try:
-                transaction = await aptos.transaction(tx_hash)
-                if transaction.get("type") != "pending_transaction":
-                    break
-            except ElementError as error:
-                if error.error_type != "not_found":
-                    raise
-            if time.monotonic() > deadline:
-                raise TransientError(
-                    f"transaction {tx_hash} still pending after {self.config.wait_seconds:g} s", error_type="pending"
-                )
-            await asyncio.sleep(0.2)
+        transaction = await await_transaction(aptos, tx_hash, self.config.wait_seconds)
+        if transaction is None:
+            raise TransientError(
+                f"transaction {tx_hash} still pending after {self.config.wait_seconds:g} s", error_type="pending"
+            )
         return {
             "transaction_hash": tx_hash,
             "status": transaction.get("vm_status"),

@@ -34,6 +34,7 @@ class WaitConfig(BaseModel):
 
 class WaitForInputElement(ElementBase[WaitConfig]):
     type_name = "wait_for_input"
+    waits = True
 
     def wait(self, inputs: dict[str, Any]) -> Wait:
         return Wait(render_prompt(self.config.prompt, inputs, "prompt"), self.definition.timeout)

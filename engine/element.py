@@ -43,7 +43,8 @@ it, never the other way round.
 - `is_output = True` marks the element whose outputs become the flow's outputs (`end`).
 - Waiting: an element whose `wait(inputs)` returns a `Wait` is not executed; the run waits
   there for a person or a program (`wait_for_input`) and pauses once nothing else can run.
-  Its outputs are what `POST /flows/{id}/resume` supplies, checked against its `input_schema`.
+  Its outputs are what `POST /flows/{id}/resume` supplies, checked against its `input_schema`
+  (`waits = True`: validation does not hold its incoming connections to that schema).
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class ElementBase[C: BaseModel]:
     streams: ClassVar[bool] = False
     routes: ClassVar[bool] = False
     is_output: ClassVar[bool] = False
+    waits: ClassVar[bool] = False  # its `input_schema` describes what a resume supplies, not its incoming data
     fixed_outputs: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

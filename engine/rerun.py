@@ -32,7 +32,6 @@ from engine.plan import FlowPlan
 from engine.run_store import ElementCheckpoint
 from engine.validation import Problem
 
-
 FIXED_KEYS = frozenset({"type", "element_id", "config"})
 
 

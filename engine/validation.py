@@ -504,7 +504,9 @@ def _check_connections(definition: FlowDefinition, instances: dict[str, AnyEleme
                 )
             )
         target_def = definition.elements.get(conn.to_id)
-        declared = target_def.input_schema if target_def else {}
+        target = instances.get(conn.to_id)
+        resumes = target is not None and target.waits  # its input_schema is what a resume supplies
+        declared = target_def.input_schema if target_def and not resumes else {}
         if conn.to_input is not None and declared and conn.to_input not in declared:
             if conn.to_id not in inputs_known:
                 inputs_known[conn.to_id] = _names(declared)

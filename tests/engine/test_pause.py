@@ -140,3 +140,16 @@ async def test_a_re_run_reports_the_results_it_reuses_as_cached():
     assert "cached" not in completed["e"]
     assert types(again.events)[0] == ("flow_started", None)
     assert isinstance(reused[0], ElementCheckpoint)
+
+
+def test_connections_into_a_wait_are_not_held_to_its_input_schema():
+    """Its input_schema describes the resume; what arrives fills the prompt."""
+    from tests.engine_doubles import validate_request
+
+    body = approval()
+    body["flow_definition"]["connections"][2]["to_input"] = "draft"  # a → w, an input the schema does not list
+    assert validate_request(body, SETTINGS).ok
+    body["flow_definition"]["elements"]["e"]["input_schema"] = {"approved": {"type": "boolean"}}
+    body["flow_definition"]["connections"][3]["to_input"] = "draft"  # w → e: e's schema still applies
+    problems = validate_request(body, SETTINGS).problems
+    assert [p.path for p in problems] == ["flow_definition.connections[3].to_input"]
