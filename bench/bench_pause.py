@@ -17,7 +17,6 @@ Loopback only; ~4 min on a 2-core box with the defaults. `python -m bench.bench_
 from __future__ import annotations
 
 import asyncio
-import itertools
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,8 @@ import uuid
 
 import httpx
 
-from bench.bench_service import CLIENTS, Arrivals, pct, running_service
+from bench.bench_service import CLIENTS, Arrivals, chain_flow, pct, running_service
+from tests.engine_doubles import flow
 
 PAUSED = 10_000
 RESUMES = 100
@@ -35,39 +35,8 @@ CHAIN = 8
 
 
 def _waiting(flow_id: str, url: str) -> dict:
-    elements = {
-        "s": {"type": "start", "element_id": "s"},
-        "w": {"type": "wait_for_input", "element_id": "w", "prompt": "ok {x}?"},
-        "e": {"type": "end", "element_id": "e"},
-    }
-    return {
-        "flow_id": flow_id,
-        "flow_definition": {
-            "flow_id": flow_id,
-            "elements": elements,
-            "connections": [{"from_id": "s", "to_id": "w"}, {"from_id": "w", "to_id": "e"}],
-            "start_element_id": "s",
-        },
-        "initial_inputs": {"x": 1},
-        "backend2_ws_url": url,
-    }
-
-
-def _chain(flow_id: str, url: str) -> dict:
-    ids = ["s", *(f"d{i}" for i in range(CHAIN)), "e"]
-    elements = {"s": {"type": "start", "element_id": "s"}, "e": {"type": "end", "element_id": "e"}}
-    elements |= {i: {"type": "data_block", "element_id": i, "data": {i: 1}} for i in ids[1:-1]}
-    return {
-        "flow_id": flow_id,
-        "flow_definition": {
-            "flow_id": flow_id,
-            "elements": elements,
-            "connections": [{"from_id": a, "to_id": b} for a, b in itertools.pairwise(ids)],
-            "start_element_id": "s",
-        },
-        "initial_inputs": {"x": 1},
-        "backend2_ws_url": url,
-    }
+    elements = {"s": {"type": "start"}, "w": {"type": "wait_for_input", "prompt": "ok {x}?"}, "e": {"type": "end"}}
+    return flow(elements, [("s", "w"), ("w", "e")], inputs={"x": 1}, flow_id=flow_id) | {"backend2_ws_url": url}
 
 
 def usage() -> dict[str, dict]:
@@ -121,7 +90,9 @@ async def rerun_times(base: str, backend2, arrivals: Arrivals) -> tuple[list[flo
         for _ in range(RERUNS):
             flow_id = f"c-{uuid.uuid4().hex[:10]}"
             t0 = time.perf_counter()
-            (await client.post("/execute", json=_chain(flow_id, backend2.url(f"ws/{flow_id}")))).raise_for_status()
+            (
+                await client.post("/execute", json=chain_flow(flow_id, backend2.url(f"ws/{flow_id}"), chain=CHAIN))
+            ).raise_for_status()
             full.append((await arrivals.wait("flow_completed", flow_id) - t0) * 1000)
             new_id = f"r-{uuid.uuid4().hex[:10]}"
             body = {"flow_id": new_id, "backend2_ws_url": backend2.url(f"ws/{new_id}"), "from_element": "e"}

@@ -35,7 +35,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _flow(flow_id: str, url: str, chain: int = 1) -> dict:
+def chain_flow(flow_id: str, url: str, chain: int = 1) -> dict:
     middle = [f"d{i}" for i in range(chain)]
     ids = ["s", *middle, "e"]
     elements = {"s": {"type": "start", "element_id": "s"}, "e": {"type": "end", "element_id": "e"}}
@@ -146,7 +146,7 @@ async def _noop_call(client: httpx.AsyncClient, kind: str) -> None:
         response = await client.get("/health")
     else:
         flow_id = f"v-{uuid.uuid4().hex[:10]}"
-        response = await client.post("/validate", json=_flow(flow_id, f"ws://127.0.0.1:9/ws/{flow_id}"))
+        response = await client.post("/validate", json=chain_flow(flow_id, f"ws://127.0.0.1:9/ws/{flow_id}"))
     response.raise_for_status()
 
 
@@ -194,7 +194,7 @@ async def one_flow_at_a_time(
 
 
 async def flow_started_latency(base: str, backend2, arrivals: Arrivals, n: int) -> list[float]:
-    times = await one_flow_at_a_time(base, arrivals, lambda f: _flow(f, backend2.url(f"ws/{f}")), n)
+    times = await one_flow_at_a_time(base, arrivals, lambda f: chain_flow(f, backend2.url(f"ws/{f}")), n)
     return [(started - t0) * 1000 for t0, started, _ in times]
 
 
@@ -207,7 +207,9 @@ async def flow_throughput(base: str, backend2, arrivals: Arrivals, seconds: floa
         async def worker() -> None:
             while time.perf_counter() < deadline:
                 flow_id = f"tp-{uuid.uuid4().hex[:10]}"
-                (await client.post("/execute", json=_flow(flow_id, backend2.url(f"ws/{flow_id}")))).raise_for_status()
+                (
+                    await client.post("/execute", json=chain_flow(flow_id, backend2.url(f"ws/{flow_id}")))
+                ).raise_for_status()
                 posted.append(flow_id)
                 await arrivals.wait("flow_completed", flow_id)
 
@@ -221,7 +223,7 @@ async def chain_per_element_ms(base: str, backend2, arrivals: Arrivals, length: 
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         for _ in range(rounds):
             flow_id = f"chain-{uuid.uuid4().hex[:10]}"
-            body = _flow(flow_id, backend2.url(f"ws/{flow_id}"), chain=length - 2)
+            body = chain_flow(flow_id, backend2.url(f"ws/{flow_id}"), chain=length - 2)
             t0 = time.perf_counter()
             (await client.post("/execute", json=body)).raise_for_status()
             samples.append((await arrivals.wait("flow_completed", flow_id) - t0) * 1000 / length)

@@ -7,13 +7,10 @@ import json
 import uuid
 from types import SimpleNamespace
 
-import pytest
-
 from actors.coordinator import FlowCoordinatorCore
 from engine.run_store import RunStoreError
 from engine.settings import Settings
 from services.hub import ServiceHub
-from services.run_store import MemoryRunStore, SqlRunStore
 from tests.engine_doubles import CALLS, TEST_REGISTRY
 
 
@@ -82,13 +79,6 @@ async def until(predicate, timeout=15):
     async with asyncio.timeout(timeout):
         while not await predicate():
             await asyncio.sleep(0.02)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request, tmp_path):
-    made = MemoryRunStore() if request.param == "memory" else SqlRunStore.sqlite(tmp_path)
-    yield made
-    await made.close()
 
 
 async def test_a_coordinator_that_died_mid_run_is_replaced_by_one_that_resumes_it(store):

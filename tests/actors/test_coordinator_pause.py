@@ -6,43 +6,21 @@ import asyncio
 import json
 import uuid
 
-import pytest
-
 from engine.settings import Settings
-from services.run_store import MemoryRunStore, SqlRunStore
 from tests.actors.test_coordinator import FakeStreamer, coordinator, until
+from tests.engine_doubles import flow
 
 
 def waiting_flow(flow_id, **wait):
-    elements = {
-        "s": {"type": "start", "element_id": "s"},
-        "w": {
-            "type": "wait_for_input",
-            "element_id": "w",
-            "prompt": "sign for {who}",
-            "input_schema": {"signature": {"type": "string", "required": True}},
-            **wait,
-        },
-        "e": {"type": "end", "element_id": "e"},
+    """start → w (wait_for_input: a signature) → end."""
+    wait_spec = {
+        "type": "wait_for_input",
+        "prompt": "sign for {who}",
+        "input_schema": {"signature": {"type": "string", "required": True}},
+        **wait,
     }
-    return {
-        "flow_id": flow_id,
-        "flow_definition": {
-            "flow_id": flow_id,
-            "elements": elements,
-            "connections": [{"from_id": "s", "to_id": "w"}, {"from_id": "w", "to_id": "e"}],
-            "start_element_id": "s",
-        },
-        "initial_inputs": {"who": "bob"},
-        "backend2_ws_url": "ws://127.0.0.1:9/ws",
-    }
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request, tmp_path):
-    made = MemoryRunStore() if request.param == "memory" else SqlRunStore.sqlite(tmp_path)
-    yield made
-    await made.close()
+    elements = {"s": {"type": "start"}, "w": wait_spec, "e": {"type": "end"}}
+    return flow(elements, [("s", "w"), ("w", "e")], inputs={"who": "bob"}, flow_id=flow_id)
 
 
 async def paused(core, flow_id, **wait):

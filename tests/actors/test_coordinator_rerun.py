@@ -5,40 +5,20 @@ overrides change what runs anew, and a re-run that cannot re-use the original is
 import json
 import uuid
 
-import pytest
-
 from engine.settings import Settings
-from services.run_store import MemoryRunStore, SqlRunStore
 from tests.actors.test_coordinator import FakeStreamer, coordinator, until
-from tests.engine_doubles import CALLS
+from tests.engine_doubles import CALLS, flow
 
 
 def failing_flow(flow_id):
+    """start → a (echo) → x (fails 5 times: without a retry policy, the flow fails there) → end."""
     elements = {
-        "s": {"type": "start", "element_id": "s"},
-        "a": {"type": "test_echo", "element_id": "a", "value": "A"},
-        "x": {"type": "test_flaky", "element_id": "x", "failures": 5},
-        "e": {"type": "end", "element_id": "e"},
+        "s": {"type": "start"},
+        "a": {"type": "test_echo", "value": "A"},
+        "x": {"type": "test_flaky", "failures": 5},
+        "e": {"type": "end"},
     }
-    connections = [{"from_id": "s", "to_id": "a"}, {"from_id": "a", "to_id": "x"}, {"from_id": "x", "to_id": "e"}]
-    return {
-        "flow_id": flow_id,
-        "flow_definition": {
-            "flow_id": flow_id,
-            "elements": elements,
-            "connections": connections,
-            "start_element_id": "s",
-        },
-        "initial_inputs": {"q": 1},
-        "backend2_ws_url": "ws://127.0.0.1:9/ws",
-    }
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request, tmp_path):
-    made = MemoryRunStore() if request.param == "memory" else SqlRunStore.sqlite(tmp_path)
-    yield made
-    await made.close()
+    return flow(elements, [("s", "a"), ("a", "x"), ("x", "e")], inputs={"q": 1}, flow_id=flow_id)
 
 
 async def ended(core, flow_id):
