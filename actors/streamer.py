@@ -39,7 +39,10 @@ Contract:
   state (a still running delivery — a slow Backend 2 that answers pings — is cut off then).
   Each log holds at most `EVENT_LOG_MAX_FLOW_BYTES` (first event + latest ones, `evicted`
   counts the others) and all logs at most `EVENT_LOG_MAX_TOTAL_BYTES`: beyond it finished
-  flows are forgotten, those already delivered and the oldest first.
+  flows are forgotten, those already delivered and the oldest first. Once Backend 2 confirmed
+  every event of a finished flow (or paused: `flow_paused` ends a delivery too), its log drops
+  its events and keeps its counters (`released` in the state): the run store holds them, and
+  10,000 paused flows cost the streamer no more than their counters.
 - `delivery_state`'s `last_error` says only "could not deliver to Backend 2" (or "… refused by
   the outbound policy"); the detail goes to the operator's log, with every URL in it reduced
   to scheme://host:port/path and control characters escaped. Logs and states never contain a
@@ -394,6 +397,12 @@ class StreamerCore:
         finally:
             await self._close_connection(delivery)
             delivery.log.end_delivery(time.monotonic())
+            if (
+                delivery.log.finished
+                and delivery.log.all_delivered
+                and self.flows.get(delivery.log.flow_id) is delivery
+            ):
+                self.logs.release(delivery.log.flow_id)  # the store has them: keep only the counters
 
     async def _session(self, delivery: _Delivery) -> None:
         """One connection: send bursts, collect pongs; returns once a finished flow is delivered."""

@@ -138,6 +138,7 @@ class FlowEventLog:
     finished_at: float | None = None
     delivery_ended_at: float | None = None
     retained_bytes: int = 0
+    released: bool = False  # delivered in full and its events dropped (`release`)
     evicted: int = 0
     truncated: int = 0
     _sizes: list[int] = field(default_factory=list)  # encoded size of each of `events`
@@ -315,6 +316,16 @@ class FlowEventLog:
     def end_delivery(self, now: float) -> None:
         self.delivery_ended_at = now
 
+    def release(self) -> int:
+        """Drop the events of a log whose every event Backend 2 confirmed (the run store keeps
+        them); the counters stay for `state()`. Returns the bytes freed."""
+        freed = self.retained_bytes
+        self.events.clear()
+        self._sizes.clear()
+        self.retained_bytes = 0
+        self.released = True
+        return freed
+
     def expired(self, now: float, retention: float) -> bool:
         """`retention` seconds after the flow ended, whatever the delivery state."""
         return self.finished_at is not None and now - self.finished_at >= retention
@@ -333,6 +344,7 @@ class FlowEventLog:
             "retained_bytes": self.retained_bytes,
             "evicted": self.evicted,
             "truncated": self.truncated,
+            "released": self.released,
         }
 
 
@@ -381,6 +393,12 @@ class EventLogStore:
         event_log = self.logs.pop(flow_id, None)
         if event_log is not None:
             self.total_bytes -= event_log.retained_bytes
+
+    def release(self, flow_id: str) -> None:
+        """Drop the events of a flow delivered in full (see `FlowEventLog.release`)."""
+        event_log = self.logs.get(flow_id)
+        if event_log is not None:
+            self.total_bytes -= event_log.release()
 
     def finish(self, flow_id: str, now: float) -> None:
         event_log = self.logs.get(flow_id)
