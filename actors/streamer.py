@@ -40,9 +40,10 @@ Contract:
   Each log holds at most `EVENT_LOG_MAX_FLOW_BYTES` (first event + latest ones, `evicted`
   counts the others) and all logs at most `EVENT_LOG_MAX_TOTAL_BYTES`: beyond it finished
   flows are forgotten, those already delivered and the oldest first. Once Backend 2 confirmed
-  every event of a finished flow (or paused: `flow_paused` ends a delivery too), its log drops
-  its events and keeps its counters (`released` in the state): the run store holds them, and
-  10,000 paused flows cost the streamer no more than their counters.
+  every event of a finished flow, its log drops its events and keeps its counters (`released`
+  in the state): the run store holds them. A paused flow (its last event `flow_paused`) is
+  forgotten once delivered but for the seq Backend 2 has (an int per paused flow), from which
+  its resumed run's delivery goes on.
 - `delivery_state`'s `last_error` says only "could not deliver to Backend 2" (or "… refused by
   the outbound policy"); the detail goes to the operator's log, with every URL in it reduced
   to scheme://host:port/path and control characters escaped. Logs and states never contain a
@@ -136,6 +137,7 @@ class _Delivery:
     refusals: dict[int, int] = field(default_factory=dict)  # seq → times Backend 2 refused it
     refused_seqs: list[int] = field(default_factory=list)  # skipped after MAX_REFUSALS
     careful_until: int = 0  # after a refusal: one event per burst up to this seq, to find the refused one
+    paused: bool = False  # the events so far end with `flow_paused`: the run may go on later
 
     @property
     def connected(self) -> bool:
@@ -182,6 +184,7 @@ class StreamerCore:
             max_total_bytes=settings.event_log_max_total_bytes,
         )
         self.flows: dict[str, _Delivery] = {}
+        self._paused_at: dict[str, int] = {}  # paused flows delivered in full: the last seq Backend 2 has
         self.memory = MemoryReclaimer()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -254,7 +257,10 @@ class StreamerCore:
                 await self.finish(flow_id)
             return
         delivery = self.flows.get(flow_id)
-        if delivery is not None and delivery.log.finished and batch[0]["seq"] > 1:  # a paused run goes on
+        paused_at = self._paused_at.pop(flow_id, None)
+        if delivery is None and paused_at is not None and batch[0]["seq"] > paused_at:  # a paused run goes on
+            delivery = self._open(flow_id, url, start_after=paused_at)
+        elif delivery is not None and delivery.log.finished and batch[0]["seq"] > 1:  # resumed before all was confirmed
             self._forget(flow_id)
             delivery = None if self.store is not None else self._open(flow_id, url, start_after=batch[0]["seq"] - 1)
         if flow_id in self._opening or (delivery is None and batch[0]["seq"] > 1 and self.store is not None):
@@ -267,6 +273,7 @@ class StreamerCore:
         self.logs.add(delivery.log, batch, time.monotonic())
         metrics.events_dropped(delivery.log.dropped - dropped_before)
         if final:
+            delivery.paused = batch[-1].get("type") == "flow_paused"
             delivery.log.finish(time.monotonic())
         delivery.wake.set()
         for gone in self.logs.over_total():
@@ -402,7 +409,18 @@ class StreamerCore:
                 and delivery.log.all_delivered
                 and self.flows.get(delivery.log.flow_id) is delivery
             ):
-                self.logs.release(delivery.log.flow_id)  # the store has them: keep only the counters
+                self._delivered(delivery)
+
+    def _delivered(self, delivery: _Delivery) -> None:
+        """Every event of a finished (or paused) flow confirmed: the store has them all. A
+        finished flow keeps its counters until retention; a paused one is forgotten (its resume
+        opens its delivery again from the store)."""
+        if delivery.paused:  # called by the delivery's own task as it ends: nothing to stop
+            self._paused_at[delivery.log.flow_id] = delivery.log.last_seq
+            self.logs.forget(delivery.log.flow_id)
+            self.flows.pop(delivery.log.flow_id, None)
+        else:
+            self.logs.release(delivery.log.flow_id)
 
     async def _session(self, delivery: _Delivery) -> None:
         """One connection: send bursts, collect pongs; returns once a finished flow is delivered."""

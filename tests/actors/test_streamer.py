@@ -422,3 +422,20 @@ async def test_the_ray_actor_delivers_in_order_and_answers_replay_and_state(ray_
         assert (await actor.stats.remote())["flows"] == 1
     finally:
         ray.kill(actor)
+
+
+async def test_a_paused_flow_is_forgotten_once_delivered_and_its_resume_delivers_again(streamer, backend2):
+    """A paused flow costs the streamer nothing; the events of its resumed run go on after
+    `flow_paused` (without a store here: from the seq the resume starts at)."""
+    flow = new_flow("paused")
+    url = backend2.url(f"ws/{flow}")
+    batch = events(flow, 1, 3)
+    batch.append({"type": "flow_paused", "flow_id": flow, "seq": 4, "timestamp": "t", "element_id": "w", "data": {}})
+    await streamer.publish(flow, url, batch, final=True)
+    await wait_until(lambda: flow not in streamer.flows, timeout=15)
+    assert await streamer.delivery_state(flow) is None and len(streamer.logs) == 0
+    await streamer.publish(flow, url, events(flow, 5, 7, final=True), final=True)
+    received = await asyncio.to_thread(backend2.wait_for_completion, f"ws/{flow}", 15)
+    assert seqs(received) == list(range(1, 8))
+    await wait_until(lambda: streamer.flows[flow].task.done(), timeout=15)
+    assert (await streamer.delivery_state(flow))["released"]  # finished: counters kept until retention
