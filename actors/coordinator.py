@@ -291,10 +291,12 @@ class FlowCoordinatorCore:
         answers: dict[str, dict[str, Any]] | None = None,
         expired: frozenset[str] = frozenset(),
         cancel: str | None = None,
+        validation: Validation | None = None,
     ) -> _ActiveFlow | None:
         """Go on with a stored run from its checkpoints (see `Resume`); None if it cannot be
-        (then it is closed as failed)."""
-        validation = await validate_off_loop(record.body, self.settings, self.registry)
+        (then it is closed as failed). `validation`: of `record.body`, when the caller has it."""
+        if validation is None:
+            validation = await validate_off_loop(record.body, self.settings, self.registry)
         if not validation.ok or validation.request is None or validation.plan is None:
             await self._close_unresumable(record)
             return None
@@ -333,7 +335,7 @@ class FlowCoordinatorCore:
                 if problems:
                     return {"outcome": "invalid", "problems": problems}
             self._cancel_wake(flow_id)
-            if await self._continue(record, answers={element_id: inputs}) is None:
+            if await self._continue(record, answers={element_id: inputs}, validation=validation) is None:
                 return {
                     "outcome": "conflict",
                     "message": "the run could not be resumed: its request no longer validates",
