@@ -107,6 +107,7 @@ class RunSummary:
     finished_at: float | None
     duration_ms: float | None
     error: ErrorInfo | None
+    waiting: list[str] = field(default_factory=list)  # a paused run: the elements it waits at
 
 
 def run_cursor(run: RunSummary) -> str:

@@ -73,6 +73,7 @@ class RunOut(BaseModel):
     finished_at: float | None = None
     duration_ms: float | None = None
     error: ErrorInfo | None = None
+    waiting: list[str] = []  # a paused run: the elements it waits at
 
 
 class RunsOut(BaseModel):

@@ -118,13 +118,18 @@ def record_of(row: StoredRow) -> RunRecord:
 
 
 def summary_of(row: StoredRow) -> RunSummary:
+    """A run's summary; a paused run's `snapshot` (the only one a listing reads) names what it waits at."""
+    status = status_of(row["status"])
+    snapshot = loads(row["snapshot"]) if status == "paused" and row.get("snapshot") else None
+    waiting = [str(w["element_id"]) for w in snapshot.get("waiting", [])] if isinstance(snapshot, dict) else []
     return RunSummary(
         flow_id=str(row["flow_id"]),
-        status=status_of(row["status"]),
+        status=status,
         created_at=float(row["created_at"]),
         finished_at=_float_or_none(row["finished_at"]),
         duration_ms=_float_or_none(row["duration_ms"]),
         error=cast(ErrorInfo | None, loads(row["error"])),
+        waiting=waiting,
     )
 
 

@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -85,6 +85,7 @@ _SUMMARY_COLUMNS = (
     runs.c.finished_at,
     runs.c.duration_ms,
     runs.c.error,
+    case((runs.c.status == "paused", runs.c.snapshot), else_=None).label("snapshot"),  # paused runs only
 )
 # Every column of a run, with its last and delivered seqs (`codec.record_of`).
 _RECORDS = select(*runs.c, _DELIVERED_SEQ, _LAST_SEQ).select_from(_RUNS_WITH_DELIVERIES)

@@ -74,7 +74,7 @@ def test_pause_then_resume_completes_and_refused_resumes_change_nothing(service,
     snapshot = status(service, flow_id)
     assert snapshot["waiting"][0]["element_id"] == "approve" and snapshot["elements"]["approve"]["state"] == "waiting"
     history = httpx.get(f"{service}/flows", params={"status": "paused", "limit": 500}, timeout=10).json()
-    assert flow_id in {run["flow_id"] for run in history["runs"]}
+    assert {run["flow_id"]: run["waiting"] for run in history["runs"]}[flow_id] == ["approve"]
 
     wrong = resume(service, flow_id, {"approved": "yes"})
     assert wrong.status_code == 422 and wrong.json()["problems"][0]["path"] == "inputs.approved"

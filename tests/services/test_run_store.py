@@ -761,3 +761,25 @@ async def test_open_run_store_picks_the_configured_backend(tmp_path, postgres_da
 async def _until(predicate) -> None:
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+async def test_a_paused_run_is_unfinished_listed_with_what_it_waits_at_and_never_pruned(store):
+    await store.create_run(new_run("p", created_at=1.0))
+    paused = snapshot("p", "paused")
+    paused["waiting"] = [
+        {
+            "element_id": "approve",
+            "prompt": "ok?",
+            "input_schema": {},
+            "resume_path": "/flows/p/resume",
+            "wake_at": None,
+        }
+    ]
+    await store.commit(Commit(runs=[RunUpdate("p", "paused", paused)]))
+    (summary,) = (await store.list_runs(status="paused")).runs
+    assert summary.flow_id == "p" and summary.waiting == ["approve"] and summary.finished_at is None
+    assert [r.flow_id for r in await store.unfinished_runs()] == ["p"]
+    assert await store.prune(before=10**12) == 0  # it waits until resumed, timed out or cancelled
+    await store.commit(Commit(runs=[finished("p", 5.0)]))
+    (summary,) = (await store.list_runs()).runs
+    assert summary.status == "completed" and summary.waiting == []
