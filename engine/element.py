@@ -84,6 +84,9 @@ class ElementResult:
     ports: frozenset[str] | None = None  # None: every connection of the element is active
 
 
+ERROR_PORT = "error"  # `from_output` of connections taken only when their element failed
+
+
 @dataclass(frozen=True)
 class Wait:
     """What a waiting element asks for: the text shown, and the seconds it waits (None: forever)."""

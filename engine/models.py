@@ -81,6 +81,7 @@ COMMON_ELEMENT_FIELDS = frozenset(
         "input_schema",
         "output_schema",
         "on_error",
+        "default_outputs",
         "timeout",
         "retry",
         "config",
@@ -120,7 +121,8 @@ class ElementDefinition(BaseModel):
     description: str = ""
     input_schema: dict[str, PortSpec] = Field(default_factory=dict)
     output_schema: dict[str, PortSpec] = Field(default_factory=dict)
-    on_error: Literal["fail", "continue"] = "fail"
+    on_error: Literal["fail", "continue", "default"] = "fail"
+    default_outputs: dict[str, Any] | None = None  # with on_error "default": the outputs of a failed run
     timeout: float | None = Field(default=None, gt=0, le=86400)
     retry: RetryPolicy | None = None
     config: dict[str, Any] = Field(default_factory=dict)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.element import AnyElement
+from engine.element import ERROR_PORT, AnyElement
 from engine.graph import adjacency, reachable
 from engine.models import Connection, FlowDefinition
 
@@ -45,3 +45,9 @@ class FlowPlan:
 
     def connection(self, index: int) -> Connection:
         return self.definition.connections[index]
+
+    def failure_fails_flow(self, element_id: str) -> bool:
+        """Whether a failure of the element fails the flow: `on_error: "fail"` (the default) and
+        no connection from its error port."""
+        error_port = any(self.connection(i).from_output == ERROR_PORT for i in self.outgoing[element_id])
+        return self.elements[element_id].definition.on_error == "fail" and not error_port

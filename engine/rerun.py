@@ -13,7 +13,7 @@ Contract (`POST /flows/{flow_id}/rerun`):
 - `reused_checkpoints(plan, from_element, checkpoints)`: what the re-run settles from, as
   cached results: the original's last checkpoint of every element reachable from the start
   but not from `from_element`. Each must have settled there — `completed`, `skipped`, or
-  `failed` with `on_error: "continue"` — else a problem names it (an element that never ran,
+  `failed` without failing the flow (`on_error` `continue` / `default`, or an error port) — else a problem names it (an element that never ran,
   was cancelled, waits, or failed the flow: re-run from it or from an element before it).
   `from_element` and everything downstream of it run anew. The original run is not touched.
 """
@@ -108,9 +108,9 @@ def reused_checkpoints(
         if element_id in anew or element_id not in plan.reachable:
             continue
         checkpoint = latest.get(element_id)
-        continues = plan.elements[element_id].definition.on_error == "continue"
         if checkpoint is not None and (
-            checkpoint.state in ("completed", "skipped") or (checkpoint.state == "failed" and continues)
+            checkpoint.state in ("completed", "skipped")
+            or (checkpoint.state == "failed" and not plan.failure_fails_flow(element_id))
         ):
             reused.append(checkpoint)
             continue

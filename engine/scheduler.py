@@ -12,8 +12,11 @@ Contract:
   never run and their connections count as skipped.
 - One element's run — input and output checks, `timeout`, `retry` — is `engine.element_runner`.
 - An element error fails the flow and cancels the elements still running, unless the element
-  says `on_error: "continue"` (then its outgoing connections are skipped and the flow goes on).
-  Once the flow is failing, no element starts any more.
+  says `on_error: "continue"` (then its outgoing connections are skipped and the flow goes on),
+  `on_error: "default"` (its connections carry its `default_outputs` instead) or has a
+  connection from its error port (`from_output: "error"`): connections from the error port are
+  taken only when the element failed and carry `{error_type, message}`; its other connections
+  are then skipped (or carry `default_outputs`). Once the flow is failing, no element starts.
 - `max_execution_time` is a hard deadline (status `timed_out`); `cancel()` ends the run with
   status `cancelled`. Either way running elements are cancelled and report `element_error`.
 - Events go to the injected sink with contiguous `seq`: `flow_started` first, `flow_completed`
@@ -58,7 +61,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.contracts import ErrorInfo, RunSnapshot, WaitingInfo
-from engine.element import AnyElement, ElementResult
+from engine.element import ERROR_PORT, AnyElement, ElementResult
 from engine.element_runner import CheckpointSink, ElementInvoker, ElementRunner, InlineInvoker, as_result, ms_since
 from engine.errors import ElementError
 from engine.events import EventEmitter, EventSink, Redactor
@@ -268,20 +271,32 @@ class FlowRun:
             self._on_failed(element_id)
 
     def _on_failed(self, element_id: str) -> None:
-        """An element failed (its `element_error` is out): go on without it, or fail the flow."""
-        if self.plan.elements[element_id].definition.on_error == "continue":
-            self._settle(element_id, None)
-        elif self._failure is None:
-            failure = self.records[element_id].error or {"error_type": "element_error", "message": "failed"}
-            self._failure = {**failure, "element_id": element_id}
+        """An element failed (its `element_error` is out): the flow goes on by its error route,
+        or fails."""
+        if self.plan.failure_fails_flow(element_id):
+            if self._failure is None:
+                self._failure = {**self._error_of(element_id), "element_id": element_id}
+        else:
+            self._settle_failed(element_id)
+
+    def _error_of(self, element_id: str) -> ErrorInfo:
+        error = self.records[element_id].error or {"error_type": "element_error", "message": "failed"}
+        return {"error_type": error["error_type"], "message": error["message"]}
+
+    def _settle_failed(self, element_id: str) -> None:
+        """A failed element that does not fail the flow: its error port carries the error; its
+        other connections carry `default_outputs` (`on_error: "default"`) or are skipped."""
+        definition = self.plan.elements[element_id].definition
+        defaults = definition.default_outputs if definition.on_error == "default" else None
+        result = None if defaults is None else ElementResult(dict(defaults))
+        self._settle(element_id, result, self._error_of(element_id))
 
     # -- resuming -----------------------------------------------------------------------------
 
     def _restored_failure(self) -> ErrorInfo | None:
         """The failure that was failing the flow when its process stopped, if any."""
         for checkpoint in self._restorable.values():
-            continues = self.plan.elements[checkpoint.element_id].definition.on_error == "continue"
-            if checkpoint.state == "failed" and not continues:
+            if checkpoint.state == "failed" and self.plan.failure_fails_flow(checkpoint.element_id):
                 failure = checkpoint.error or {"error_type": "element_error", "message": "failed"}
                 return {**failure, "element_id": checkpoint.element_id}
         return None
@@ -302,8 +317,10 @@ class FlowRun:
         if checkpoint.state == "skipped" and cached:
             self.on_checkpoint(record.checkpoint())
             self.emitter.emit("element_skipped", {"reason": "skipped in the original run"}, element_id)
-        if checkpoint.state == "skipped" or self.plan.elements[element_id].definition.on_error == "continue":
+        if checkpoint.state == "skipped":
             self._settle(element_id, None)
+        elif not self.plan.failure_fails_flow(element_id):
+            self._settle_failed(element_id)
 
     def _continue_wait(self, element_id: str, checkpoint: ElementCheckpoint) -> None:
         """A resumed run reaches an element that was waiting: answered, expired, or waiting on."""
@@ -338,13 +355,20 @@ class FlowRun:
 
     # -- data movement ------------------------------------------------------------------------
 
-    def _settle(self, element_id: str, result: ElementResult | None) -> None:
+    def _settle(self, element_id: str, result: ElementResult | None, error: ErrorInfo | None = None) -> None:
+        """Settle the element's connections: each carries data from `result` (None: skipped), and
+        those from its error port carry `error` when it failed (else they are skipped)."""
         element = self.plan.elements[element_id]
         if result is not None and element.is_output and not self.outputs:
             self.outputs = result.outputs
         for index in self.plan.outgoing[element_id]:
             conn = self.plan.connection(index)
-            if result is None or not self._is_taken(element, conn.from_output, result):
+            if conn.from_output == ERROR_PORT:
+                error_data = None if error is None else dict(error)
+                self._settled[index] = (
+                    _SKIPPED if error_data is None else self._payload(element, None, conn.to_input, error_data)
+                )
+            elif result is None or not self._is_taken(element, conn.from_output, result):
                 self._settled[index] = _SKIPPED
             else:
                 self._settled[index] = self._payload(element, conn.from_output, conn.to_input, result.outputs)

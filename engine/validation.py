@@ -53,11 +53,12 @@ from websockets.uri import parse_uri
 
 from engine.contracts import ProblemInfo
 from engine.destinations import DestinationError, OutboundPolicy, parse_ws_url
-from engine.element import AnyElement
+from engine.element import ERROR_PORT, AnyElement
 from engine.graph import adjacency, cyclic_components, reachable, shortest_cycle
 from engine.limits import MAX_VALUE_DEPTH, depth_exceeds
-from engine.models import ExecuteRequest, FlowDefinition, id_problem, shown
+from engine.models import ElementDefinition, ExecuteRequest, FlowDefinition, id_problem, shown
 from engine.plan import FlowPlan
+from engine.port_check import check_ports
 from engine.registry import ElementRegistry
 from engine.settings import Settings
 
@@ -433,8 +434,21 @@ def _check_elements(
         for sub_path, message in instance.check(settings):
             problems.append(Problem(json_path(*base, *sub_path.split(".")) if sub_path else json_path(*base), message))
         problems += _branch_problems(instance, base)
+        problems += _default_output_problems(element, base)
         instances[key] = instance
     return instances, problems
+
+
+def _default_output_problems(element: ElementDefinition, base: tuple[str, ...]) -> list[Problem]:
+    """`on_error: "default"` needs `default_outputs`, which must fit `output_schema`."""
+    path = json_path(*base, "default_outputs")
+    if element.on_error != "default":
+        if element.default_outputs is not None:
+            return [Problem(path, 'is used only with on_error: "default"')]
+        return []
+    if element.default_outputs is None:
+        return [Problem(path, 'is required with on_error: "default" (the outputs the flow goes on with)')]
+    return [Problem(path, message) for message in check_ports(element.default_outputs, element.output_schema)]
 
 
 def _branch_problems(instance: AnyElement, base: tuple[str, ...]) -> list[Problem]:
@@ -493,7 +507,8 @@ def _check_connections(definition: FlowDefinition, instances: dict[str, AnyEleme
             problems.append(Problem(json_path(*base, "to_id"), f"the start element {shown(start)} cannot have inputs"))
         source = instances.get(conn.from_id)
         ports = source.output_ports() if source else None
-        if conn.from_output is not None and ports is not None and conn.from_output not in ports:
+        error_port = conn.from_output == ERROR_PORT  # every element has it: taken when the element fails
+        if conn.from_output is not None and ports is not None and conn.from_output not in ports and not error_port:
             if conn.from_id not in outputs_known:
                 outputs_known[conn.from_id] = _names(sorted(ports))
             problems.append(

@@ -53,6 +53,8 @@ def test_health_and_docs(service):
         "/flows/{flow_id}",
         "/flows/{flow_id}/events",
         "/flows/{flow_id}/cancel",
+        "/flows/{flow_id}/resume",
+        "/flows/{flow_id}/rerun",
     } <= set(spec["paths"])
 
 

@@ -123,6 +123,14 @@ def test_flows_belong_to_the_caller_that_started_them(owned_service, backend2):
         assert httpx.get(owned_service + path, headers=as_caller("alice")).status_code == 200
         assert httpx.get(owned_service + path, headers=as_caller("bob")).status_code == 404
     assert httpx.post(f"{owned_service}/flows/{flow_id}/cancel", headers=as_caller("bob")).status_code == 404
+    resume = {"element_id": "x", "inputs": {}}
+    rerun = {"flow_id": f"{flow_id}-again", "backend2_ws_url": backend2.url("ws/again"), "from_element": "start-1"}
+    for path, request in ((f"/flows/{flow_id}/resume", resume), (f"/flows/{flow_id}/rerun", rerun)):
+        assert httpx.post(owned_service + path, json=request, timeout=30).status_code == 401
+        assert httpx.post(owned_service + path, json=request, headers=as_caller("bob"), timeout=30).status_code == 404
+    mine = httpx.post(f"{owned_service}/flows/{flow_id}/rerun", json=rerun, headers=as_caller("alice"), timeout=30)
+    assert mine.status_code == 200, mine.text
+    assert backend2.wait_for_completion("ws/again")[-1]["data"]["status"] == "completed"
     again = httpx.post(f"{owned_service}/execute", json=body, headers=as_caller("bob"), timeout=30)
     assert again.status_code == 409  # bob cannot replace alice's retained log
     events = httpx.get(f"{owned_service}/flows/{flow_id}/events", headers=as_caller("alice")).json()["events"]
