@@ -395,8 +395,12 @@ class StreamerCore:
                     return
                 except Exception as exc:  # any failure of this connection: back off and resend
                     confirmed_before = delivery.log.delivered_seq
-                    await self._connection_lost(delivery, exc)
-                    failures = 0 if delivery.log.delivered_seq > confirmed_before else failures + 1
+                    refused = await self._connection_lost(delivery, exc)
+                    # a refusal is Backend 2 answering (bounded: each event is skipped after MAX_REFUSALS)
+                    progressed = refused or delivery.log.delivered_seq > confirmed_before
+                    failures = 0 if progressed else failures + 1
+                    if refused:
+                        delivery.progress_at = time.monotonic()
                     if failures >= self.settings.backend2_max_connect_attempts or self._should_give_up(delivery):
                         self._give_up(delivery, describe_error(exc, delivery.log.url))
                         return
@@ -566,17 +570,17 @@ class StreamerCore:
                 "flow %s: events missing before seq %d were skipped", delivery.log.flow_id, delivery.log.next_seq
             )
 
-    def _note_refusal(self, delivery: _Delivery) -> None:
+    def _note_refusal(self, delivery: _Delivery) -> bool:
         """Backend 2 closed with a refusal code: count it against the first unconfirmed event,
-        and skip that event after `MAX_REFUSALS`."""
+        and skip that event after `MAX_REFUSALS`. Returns whether it was a refusal."""
         connection = delivery.connection
         code = connection.close_code if connection is not None else None
         if code not in REFUSAL_CODES:
-            return
+            return False
         event_log = delivery.log
         if delivery.careful_until <= event_log.delivered_seq:  # which event of the burst? send one at a time
             delivery.careful_until = event_log.sent_seq
-            return
+            return True
         seq = event_log.delivered_seq + 1
         delivery.refusals[seq] = delivery.refusals.get(seq, 0) + 1
         if delivery.refusals[seq] >= MAX_REFUSALS:
@@ -589,9 +593,11 @@ class StreamerCore:
                 MAX_REFUSALS,
                 code,
             )
+        return True
 
-    async def _connection_lost(self, delivery: _Delivery, exc: BaseException) -> None:
-        self._note_refusal(delivery)
+    async def _connection_lost(self, delivery: _Delivery, exc: BaseException) -> bool:
+        """Count the loss, rewind what is due again, close; returns whether Backend 2 refused a message."""
+        refused = self._note_refusal(delivery)
         was_connected = delivery.connection is not None
         delivery.reconnects += 1
         metrics.backend2_reconnect()
@@ -605,6 +611,7 @@ class StreamerCore:
                 safe_url(delivery.log.url),
                 describe_error(exc, delivery.log.url),
             )
+        return refused
 
     def _should_give_up(self, delivery: _Delivery) -> bool:
         finished_at = delivery.log.finished_at

@@ -220,7 +220,11 @@ async def test_an_event_over_the_frame_limit_is_delivered_truncated_and_the_flow
     assert state["truncated"] == 1 and state["reconnects"] == 0
 
 
-async def test_a_message_backend2_refuses_is_found_skipped_after_three_tries_and_recorded(streamer):
+@pytest.mark.parametrize("max_connect_attempts", [4, 1])
+async def test_a_message_backend2_refuses_is_found_skipped_after_three_tries_and_recorded(max_connect_attempts):
+    """Refusals are Backend 2 answering, not failures to connect: they never count towards
+    `BACKEND2_MAX_CONNECT_ATTEMPTS` (with 1, a refusal counted as a failure would give up)."""
+    streamer = core(event_retention_seconds=60, backend2_max_connect_attempts=max_connect_attempts)
     small = FakeBackend2(max_size=2_000).start()  # refuses (1009) any message over 2 KB
     try:
         flow = new_flow("refused")
@@ -234,6 +238,7 @@ async def test_a_message_backend2_refuses_is_found_skipped_after_three_tries_and
         assert received[-1]["type"] == "flow_completed"
     finally:
         small.shutdown()
+        await streamer.close()
 
 
 async def test_events_are_read_a_page_at_a_time():
