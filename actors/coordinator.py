@@ -349,7 +349,11 @@ class FlowCoordinatorCore:
     ) -> RunRecord | ResumeOutcome:
         """The stored paused run (waiting at `element_id` when given), claimed — in
         `_continuing` until the caller discards it, so no other call continues it meanwhile —
-        or why not (then nothing is claimed)."""
+        or why not (then nothing is claimed). A run that has just paused is waited for while its
+        task makes its last commit (a caller may act on `flow_paused` at once)."""
+        ending = self.active.get(flow_id)
+        if ending is not None and ending.run.snapshot()["status"] == "paused":
+            await asyncio.wait({ending.task}, timeout=10)
         if flow_id in self.active or flow_id in self._continuing:
             return {"outcome": "conflict", "message": "the flow is running, not paused"}
         self._continuing.add(flow_id)

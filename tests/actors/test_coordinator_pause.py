@@ -26,6 +26,11 @@ def waiting_flow(flow_id, **wait):
 async def paused(core, flow_id, **wait):
     assert (await core.submit(json.dumps(waiting_flow(flow_id, **wait)).encode(), "alice"))["outcome"] == "started"
     await until(lambda: _status(core, flow_id, "paused"))
+    await until(lambda: _let_go(core, flow_id))  # its task ended (its last commit done, any timer set)
+
+
+async def _let_go(core, flow_id):
+    return flow_id not in core.active
 
 
 async def _status(core, flow_id, status):
@@ -108,3 +113,22 @@ async def test_two_resumes_at_once_continue_the_run_once(store):
     await until(lambda: _status(core, flow_id, "completed"))
     kinds = [e["type"] for e in streamer.events[flow_id]]
     assert kinds.count("flow_resumed") == 1 and kinds.count("flow_completed") == 1
+
+
+async def test_a_resume_sent_as_soon_as_the_run_paused_is_not_refused(store):
+    """A caller acting on `flow_paused` at once may reach the coordinator while the paused run's
+    task still makes its last commit."""
+    commit = store.commit
+
+    async def slow_commit(batch):  # the paused run's last commit takes a while
+        await asyncio.sleep(0.3)
+        await commit(batch)
+
+    store.commit = slow_commit
+    streamer = FakeStreamer()
+    core = coordinator(store, streamer, Settings(_env_file=None))
+    flow_id = f"pause-quick-{uuid.uuid4().hex[:6]}"
+    assert (await core.submit(json.dumps(waiting_flow(flow_id)).encode(), "alice"))["outcome"] == "started"
+    await until(lambda: _status(core, flow_id, "paused"))  # the run paused; its task may not have ended
+    assert (await core.resume_paused(flow_id, "w", {"signature": "0x1"}, "alice"))["outcome"] == "resumed"
+    await until(lambda: _status(core, flow_id, "completed"))
