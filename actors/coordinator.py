@@ -351,9 +351,7 @@ class FlowCoordinatorCore:
         `_continuing` until the caller discards it, so no other call continues it meanwhile —
         or why not (then nothing is claimed). A run that has just paused is waited for while its
         task makes its last commit (a caller may act on `flow_paused` at once)."""
-        ending = self.active.get(flow_id)
-        if ending is not None and ending.run.snapshot()["status"] == "paused":
-            await asyncio.wait({ending.task}, timeout=10)
+        await self._let_pausing_end(flow_id)
         if flow_id in self.active or flow_id in self._continuing:
             return {"outcome": "conflict", "message": "the flow is running, not paused"}
         self._continuing.add(flow_id)
@@ -379,6 +377,12 @@ class FlowCoordinatorCore:
             self._continuing.discard(flow_id)
             return refusal or {"outcome": "unknown"}
         return record
+
+    async def _let_pausing_end(self, flow_id: str) -> None:
+        """If the run has just paused, wait while its task makes its last commit."""
+        ending = self.active.get(flow_id)
+        if ending is not None and ending.run.snapshot()["status"] == "paused":
+            await asyncio.wait({ending.task}, timeout=10)
 
     def _set_wake(self, snapshot: RunSnapshot) -> None:
         """Arm the timer of a paused run's earliest wait timeout, if it has one."""
@@ -511,6 +515,7 @@ class FlowCoordinatorCore:
     ) -> CancelOutcome:
         """Check and act at once: `unknown` (or not `owner`'s), `not_running` (ended, or already
         being cancelled) with its status, or `cancelled` with its status once that took effect."""
+        await self._let_pausing_end(flow_id)
         active = self.active.get(flow_id)
         if active is None:
             paused = await self._cancel_paused(flow_id, reason, owner)

@@ -132,3 +132,7 @@ async def test_a_resume_sent_as_soon_as_the_run_paused_is_not_refused(store):
     await until(lambda: _status(core, flow_id, "paused"))  # the run paused; its task may not have ended
     assert (await core.resume_paused(flow_id, "w", {"signature": "0x1"}, "alice"))["outcome"] == "resumed"
     await until(lambda: _status(core, flow_id, "completed"))
+    cancelled = f"pause-quick-cancel-{uuid.uuid4().hex[:6]}"
+    assert (await core.submit(json.dumps(waiting_flow(cancelled)).encode(), "alice"))["outcome"] == "started"
+    await until(lambda: _status(core, cancelled, "paused"))
+    assert (await core.cancel(cancelled, owner="alice"))["outcome"] == "cancelled"
