@@ -23,6 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
 from ray import serve
 
 from actors.directory import ensure_actors
@@ -30,6 +31,7 @@ from actors.names import coordinator_index, get_streamer
 from actors.ray_types import remote_view
 from actors.sandbox import SandboxActorClient
 from engine.contracts import CancelOutcome, ResumeOutcome, RunSnapshot, SubmitOutcome
+from engine.limits import MAX_VALUE_DEPTH, depth_exceeds
 from engine.logging_setup import configure_logging
 from engine.models import ExecuteRequest
 from engine.rerun import RerunRequest, RerunSource
@@ -40,6 +42,7 @@ from engine.validation_offload import validate_off_loop
 from runtime.catalog import builtin_registry
 from services.sandbox.isolation import make_undumpable
 from web import guards
+from web.guards import error_problems
 from web.request_body import BodyTooLarge, BodyTooSlow, read_body, refusal
 from web.schemas import (
     ElementOut,
@@ -64,7 +67,13 @@ api = FastAPI(
 )
 guards.install(api)
 
-_EXECUTE_BODY = {"requestBody": {"content": {"application/json": {"schema": ExecuteRequest.model_json_schema()}}}}
+
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its body itself (within the request limits)."""
+    return {"requestBody": {"content": {"application/json": {"schema": model.model_json_schema()}}, "required": True}}
+
+
+_EXECUTE_BODY = _body_schema(ExecuteRequest)
 
 
 def _caller(request: Request) -> str:
@@ -104,6 +113,21 @@ class FlowExecutorIngress:
             problems = [p.as_dict() for p in validation.problems]
             return JSONResponse(problems_body("the flow is invalid; nothing was started", problems), 422)
         return body, validation.request, validation
+
+    async def _small_body[M: BaseModel](self, request: Request, model: type[M]) -> M | JSONResponse:
+        """A JSON body within the request limits (size, time, nesting), as `model`; else the
+        refusal: 413, 408, or 422 with every problem and its path."""
+        try:
+            body = await read_body(request, self.settings.max_request_bytes, self.settings.request_body_timeout_seconds)
+            parsed = model.model_validate_json(body)
+        except (BodyTooLarge, BodyTooSlow) as exc:
+            return refusal(exc)
+        except ValidationError as exc:
+            return JSONResponse(problems_body("the request is invalid", error_problems(exc.errors())), 422)
+        if depth_exceeds(parsed.model_dump(), MAX_VALUE_DEPTH):
+            problem = {"path": "$", "message": f"is nested deeper than {MAX_VALUE_DEPTH} levels"}
+            return JSONResponse(problems_body("the request is invalid", [problem]), 422)
+        return parsed
 
     @api.post(
         "/execute",
@@ -221,11 +245,15 @@ class FlowExecutorIngress:
     @api.post(
         "/flows/{flow_id}/resume",
         response_model=ResumedOut,
-        responses={404: {}, 409: {}, 422: {"model": Problems}},
+        responses={404: {}, 409: {}, 413: {}, 422: {"model": Problems}},
+        openapi_extra=_body_schema(ResumeIn),
     )
-    async def resume(self, flow_id: str, resume: ResumeIn, request: Request) -> Any:
+    async def resume(self, flow_id: str, request: Request) -> Any:
         """Continue a paused flow: `inputs` become the outputs of the `wait_for_input` element
         it waits at, checked against that element's `input_schema`."""
+        resume = await self._small_body(request, ResumeIn)
+        if isinstance(resume, JSONResponse):
+            return resume
         answer: ResumeOutcome = await self._coordinator(flow_id).resume_paused.remote(
             flow_id, resume.element_id, resume.inputs, _caller(request)
         )
@@ -242,11 +270,15 @@ class FlowExecutorIngress:
     @api.post(
         "/flows/{flow_id}/rerun",
         response_model=Started,
-        responses={404: {}, 409: {}, 422: {"model": Problems}},
+        responses={404: {}, 409: {}, 413: {}, 422: {"model": Problems}},
+        openapi_extra=_body_schema(RerunRequest),
     )
-    async def rerun(self, flow_id: str, rerun: RerunRequest, request: Request) -> Any:
+    async def rerun(self, flow_id: str, request: Request) -> Any:
         """A new run (`rerun.flow_id`) of this flow's definition that re-uses every result not
         downstream of `from_element` (reported `cached`) and runs the rest anew."""
+        rerun = await self._small_body(request, RerunRequest)
+        if isinstance(rerun, JSONResponse):
+            return rerun
         owner = _caller(request)
         source: RerunSource | None = await self._coordinator(flow_id).rerun_source.remote(flow_id, owner)
         if source is None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -83,15 +83,19 @@ async def _reject(send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    problems = [
+def error_problems(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Pydantic's errors as problems: a JSON path and a message each."""
+    return [
         {
             "path": json_path(*[str(part) if not isinstance(part, int) else part for part in err["loc"]]),
             "message": err["msg"],
         }
-        for err in exc.errors()
+        for err in errors
     ]
-    return JSONResponse(problems_body("the request is invalid", problems), status_code=422)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse(problems_body("the request is invalid", error_problems(exc.errors())), status_code=422)
 
 
 def install(app: FastAPI) -> None:

@@ -177,3 +177,24 @@ def test_a_rerun_from_a_failed_custom_code_element_reuses_the_llm_result(service
         json={"flow_id": new_id("x"), "backend2_ws_url": "ws://127.0.0.1:9/x"},
     )
     assert unknown.status_code == 404
+
+
+def test_resume_and_rerun_bodies_are_held_to_the_request_limits(service):
+    """Like `/execute`: the body is counted while it is read (413 past MAX_REQUEST_BYTES), and a
+    malformed, misshapen or too deeply nested one is a 422 with its problems' paths."""
+    flow_id = new_id("nobody")
+    for route in ("resume", "rerun"):
+        url = f"{service}/flows/{flow_id}/{route}"
+        big = httpx.post(url, content=b'{"element_id": "w", "inputs": {"x": "' + b"y" * 5_100_000 + b'"}}', timeout=60)
+        assert big.status_code == 413, route
+        broken = httpx.post(url, content=b'{"element_id": ', timeout=30)
+        assert broken.status_code == 422 and broken.json()["problems"], route
+    deep: dict = {}
+    for _ in range(150):
+        deep = {"a": deep}
+    answer = httpx.post(f"{service}/flows/{flow_id}/resume", json={"element_id": "w", "inputs": deep}, timeout=30)
+    assert answer.status_code == 422 and "nested" in answer.text
+    wrong = httpx.post(f"{service}/flows/{flow_id}/resume", json={"element_id": "", "inputs": [], "x": 1}, timeout=30)
+    assert {p["path"] for p in wrong.json()["problems"]} == {"element_id", "inputs", "x"}
+    rerun = httpx.post(f"{service}/flows/{flow_id}/rerun", json={"flow_id": "n"}, timeout=30)
+    assert rerun.status_code == 422 and "backend2_ws_url" in {p["path"] for p in rerun.json()["problems"]}
