@@ -118,6 +118,7 @@ class FlowCoordinatorCore:
         self.memory = MemoryReclaimer()
         self._reclaim_timer: asyncio.TimerHandle | None = None
         self._wakes: dict[str, asyncio.TimerHandle] = {}  # paused runs whose wait times out
+        self._waking: set[asyncio.Task[None]] = set()
         self._continuing: set[str] = set()  # paused runs being loaded to go on (resume, cancel, wake)
         self._ready: asyncio.Task[list[str]] | None = None
         self._pruned_at = 0.0
@@ -393,7 +394,12 @@ class FlowCoordinatorCore:
         self._cancel_wake(flow_id)
         loop = asyncio.get_running_loop()
         delay = max(0.0, min(wakes) - time.time())
-        self._wakes[flow_id] = loop.call_later(delay, lambda: loop.create_task(self._wake(flow_id)))
+        self._wakes[flow_id] = loop.call_later(delay, self._start_wake, flow_id)
+
+    def _start_wake(self, flow_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._wake(flow_id), name=f"wake/{flow_id}")
+        self._waking.add(task)  # held until done: the loop keeps only weak references to tasks
+        task.add_done_callback(self._waking.discard)
 
     def _cancel_wake(self, flow_id: str) -> None:
         handle = self._wakes.pop(flow_id, None)
