@@ -54,10 +54,10 @@ from actors.names import coordinator_index, get_streamer
 from actors.placement import RayInvoker
 from actors.sandbox import SandboxActorClient
 from actors.usage import MemoryReclaimer, process_usage
-from engine.contracts import CancelOutcome, ProblemInfo, ResumeOutcome, RunSnapshot, SubmitOutcome
-from engine.events import Redactor
+from engine.contracts import CancelOutcome, ErrorInfo, ProblemInfo, ResumeOutcome, RunSnapshot, SubmitOutcome
+from engine.events import EventEmitter, Redactor
 from engine.logging_setup import configure_logging
-from engine.models import ExecuteRequest, utc_timestamp
+from engine.models import ExecuteRequest
 from engine.plan import FlowPlan
 from engine.port_check import check_ports
 from engine.registry import ElementRegistry
@@ -421,33 +421,24 @@ class FlowCoordinatorCore:
             self._continuing.discard(flow_id)
 
     async def _close_unresumable(self, record: RunRecord) -> None:
-        error = {
+        """End a stored run that cannot go on (its request no longer validates) as failed: its
+        `flow_completed` after its last stored event, its status in the store."""
+        flow_id, url = record.flow_id, record.backend2_ws_url
+        error: ErrorInfo = {
             "error_type": "resume_failed",
             "message": "the run could not be resumed: its request no longer validates",
         }
+        emitter = EventEmitter(flow_id, self.outbox.forwarder(flow_id, url), self.redactor, record.last_seq)
+        final = emitter.emit("flow_completed", {"status": "failed", "outputs": {}, "error": error, "duration_ms": None})
         snapshot: RunSnapshot = {
-            "flow_id": record.flow_id,
+            **_pending_snapshot(record),
             "status": "failed",
-            "started_at": None,
-            "finished_at": utc_timestamp(),
-            "duration_ms": None,
-            "elements": {},
-            "outputs": {},
-            "error": {"error_type": error["error_type"], "message": error["message"]},
-            "last_seq": record.last_seq + 1,
+            "finished_at": final.timestamp,
+            "error": error,
+            "last_seq": final.seq,
         }
-        message = {
-            "type": "flow_completed",
-            "flow_id": record.flow_id,
-            "seq": record.last_seq + 1,
-            "timestamp": snapshot["finished_at"],
-            "data": {"status": "failed", "outputs": {}, "error": snapshot["error"], "duration_ms": None},
-        }
-        self.outbox.add(record.flow_id, record.backend2_ws_url, message)
-        self.outbox.run_update(
-            record.flow_id, record.backend2_ws_url, RunUpdate(record.flow_id, "failed", snapshot, time.time())
-        )
-        await self.outbox.end(record.flow_id, record.backend2_ws_url)
+        self.outbox.run_update(flow_id, url, RunUpdate(flow_id, "failed", snapshot, time.time()))
+        await self.outbox.end(flow_id, url)
 
     def _store_failed(self, flow_ids: list[str], message: str) -> None:
         for flow_id in flow_ids:

@@ -171,3 +171,27 @@ async def _nothing_active(core):
 
 async def _trimmed(core):
     return core.memory.trims > 0
+
+
+async def test_a_stored_run_whose_request_no_longer_validates_is_closed_as_failed(store):
+    """E.g. an element type that a newer version of the service no longer has: the run is not
+    left unfinished forever; Backend 2 and the store hear why."""
+    from engine.run_store import Commit, NewRun
+
+    flow_id = f"gone-{uuid.uuid4().hex[:6]}"
+    body = flow(flow_id, "test_echo")
+    body["flow_definition"]["elements"]["h"]["type"] = "test_element_removed_since"
+    started = json.dumps({"type": "flow_started", "flow_id": flow_id, "seq": 1, "timestamp": "t", "data": {}})
+    await store.open()
+    await store.create_run(NewRun(flow_id, "alice", json.dumps(body).encode(), "ws://127.0.0.1:9/ws", 0, 1.0))
+    await store.commit(Commit(events=[(flow_id, 1, started)]))
+
+    streamer = FakeStreamer()
+    core = coordinator(store, streamer, Settings(_env_file=None))
+    assert (await core.stats())["running"] == 0  # its first call looked at the unfinished runs
+    final = streamer.events[flow_id][-1]
+    assert final["type"] == "flow_completed" and final["seq"] == 2
+    assert final["data"]["status"] == "failed" and final["data"]["error"]["error_type"] == "resume_failed"
+    record = await store.get_run(flow_id)
+    assert record.status == "failed" and record.finished_at is not None and record.last_seq == 2
+    assert (await core.status(flow_id, "alice"))["error"]["error_type"] == "resume_failed"
