@@ -74,6 +74,7 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 _EXECUTE_BODY = _body_schema(ExecuteRequest)
+_FLOW_ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {404: {}, 409: {}, 413: {}, 422: {"model": Problems}}
 
 
 def _caller(request: Request) -> str:
@@ -245,7 +246,7 @@ class FlowExecutorIngress:
     @api.post(
         "/flows/{flow_id}/resume",
         response_model=ResumedOut,
-        responses={404: {}, 409: {}, 413: {}, 422: {"model": Problems}},
+        responses=_FLOW_ACTION_RESPONSES,
         openapi_extra=_body_schema(ResumeIn),
     )
     async def resume(self, flow_id: str, request: Request) -> Any:
@@ -270,7 +271,7 @@ class FlowExecutorIngress:
     @api.post(
         "/flows/{flow_id}/rerun",
         response_model=Started,
-        responses={404: {}, 409: {}, 413: {}, 422: {"model": Problems}},
+        responses=_FLOW_ACTION_RESPONSES,
         openapi_extra=_body_schema(RerunRequest),
     )
     async def rerun(self, flow_id: str, request: Request) -> Any:
