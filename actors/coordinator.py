@@ -39,10 +39,11 @@ callers should pick random ones. A finished run of the same owner is replaced by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -63,7 +64,7 @@ from engine.port_check import check_ports
 from engine.registry import ElementRegistry
 from engine.rerun import RerunRequest, RerunSource, rerun_body, reused_checkpoints
 from engine.run_store import NewRun, RunRecord, RunStore, RunUpdate
-from engine.scheduler import FlowRun, Resume
+from engine.scheduler import FlowRun, FlowStatus, Resume
 from engine.settings import get_settings
 from engine.validation import Problem, Validation
 from engine.validation_offload import validate_off_loop
@@ -321,10 +322,9 @@ class FlowCoordinatorCore:
     ) -> ResumeOutcome:
         """Continue a paused run with `inputs` as the outputs of the element it waits at."""
         await self._ready_once()
-        record = await self._claim_paused(flow_id, owner, element_id)
-        if isinstance(record, dict):
-            return record
-        try:
+        async with self._claim_paused(flow_id, owner, element_id) as record:
+            if isinstance(record, dict):
+                return record
             validation = await validate_off_loop(record.body, self.settings, self.registry)
             if validation.plan is not None and element_id in validation.plan.elements:
                 schema = validation.plan.elements[element_id].definition.input_schema
@@ -342,47 +342,29 @@ class FlowCoordinatorCore:
                     "message": "the run could not be resumed: its request no longer validates",
                 }
             return {"outcome": "resumed", "flow_id": flow_id}
-        finally:
-            self._continuing.discard(flow_id)
 
+    @contextlib.asynccontextmanager
     async def _claim_paused(
         self, flow_id: str, owner: str | None, element_id: str | None = None
-    ) -> RunRecord | ResumeOutcome:
-        """The stored paused run (waiting at `element_id` when given), claimed — in
-        `_continuing` until the caller discards it, so no other call continues it meanwhile —
-        or why not (then nothing is claimed). A run that has just paused is waited for while its
-        task makes its last commit (a caller may act on `flow_paused` at once)."""
+    ) -> AsyncIterator[RunRecord | ResumeOutcome]:
+        """The stored paused run (waiting at `element_id` when given), claimed for the block —
+        in `_continuing`, so no other call continues it meanwhile — or why not. A run that has
+        just paused is waited for while its task makes its last commit (a caller may act on
+        `flow_paused` at once)."""
         await self._let_pausing_end(flow_id)
         if flow_id in self.active or flow_id in self._continuing:
-            return {"outcome": "conflict", "message": "the flow is running, not paused"}
+            yield {"outcome": "conflict", "message": "the flow is running, not paused"}
+            return
         self._continuing.add(flow_id)
         try:
-            record = await self._record(flow_id, owner)
-        except BaseException:
+            yield _paused_or_refusal(await self._record(flow_id, owner), element_id)
+        finally:
             self._continuing.discard(flow_id)
-            raise
-        refusal: ResumeOutcome | None = None
-        if record is None:
-            refusal = {"outcome": "unknown"}
-        elif record.status != "paused" or record.snapshot is None:
-            refusal = {"outcome": "conflict", "message": f"the flow is {record.status}, not paused"}
-        else:
-            waiting = [w["element_id"] for w in record.snapshot.get("waiting", [])]
-            if element_id is not None and element_id not in waiting:
-                where = ", ".join(waiting) or "nothing"
-                refusal = {
-                    "outcome": "conflict",
-                    "message": f"the flow is not paused at '{element_id}' (it waits at: {where})",
-                }
-        if refusal is not None or record is None:
-            self._continuing.discard(flow_id)
-            return refusal or {"outcome": "unknown"}
-        return record
 
     async def _let_pausing_end(self, flow_id: str) -> None:
         """If the run has just paused, wait while its task makes its last commit."""
         ending = self.active.get(flow_id)
-        if ending is not None and ending.run.snapshot()["status"] == "paused":
+        if ending is not None and ending.run.status is FlowStatus.PAUSED:
             await asyncio.wait({ending.task}, timeout=10)
 
     def _set_wake(self, snapshot: RunSnapshot) -> None:
@@ -409,16 +391,13 @@ class FlowCoordinatorCore:
     async def _wake(self, flow_id: str) -> None:
         """A paused run's wait timed out: continue it with the waits that are due failing `timed_out`."""
         self._wakes.pop(flow_id, None)
-        record = await self._claim_paused(flow_id, None)
-        if isinstance(record, dict):
-            return
-        try:
+        async with self._claim_paused(flow_id, None) as record:
+            if isinstance(record, dict):
+                return
             now = time.time()
             waiting = record.snapshot.get("waiting", []) if record.snapshot else []
             due = frozenset(w["element_id"] for w in waiting if w["wake_at"] is not None and w["wake_at"] <= now)
             await self._continue(record, expired=due)
-        finally:
-            self._continuing.discard(flow_id)
 
     async def _close_unresumable(self, record: RunRecord) -> None:
         """End a stored run that cannot go on (its request no longer validates) as failed: its
@@ -528,14 +507,11 @@ class FlowCoordinatorCore:
         return {"outcome": "cancelled", "snapshot": await self.status(flow_id) or active.run.snapshot()}
 
     async def _cancel_paused(self, flow_id: str, reason: str, owner: str | None) -> _ActiveFlow | None:
-        record = await self._claim_paused(flow_id, owner)
-        if isinstance(record, dict):
-            return None
-        try:
+        async with self._claim_paused(flow_id, owner) as record:
+            if isinstance(record, dict):
+                return None
             self._cancel_wake(flow_id)
             return await self._continue(record, cancel=reason)
-        finally:
-            self._continuing.discard(flow_id)
 
     async def stats(self) -> dict[str, Any]:
         await self._ready_once()
@@ -547,6 +523,19 @@ class FlowCoordinatorCore:
         await asyncio.gather(*(a.task for a in self.active.values()), return_exceptions=True)
         await self.services.aclose()
         await self.store.close()
+
+
+def _paused_or_refusal(record: RunRecord | None, element_id: str | None) -> RunRecord | ResumeOutcome:
+    """The run if it is paused (at `element_id`, when given); else why it cannot be continued."""
+    if record is None:
+        return {"outcome": "unknown"}
+    if record.status != "paused" or record.snapshot is None:
+        return {"outcome": "conflict", "message": f"the flow is {record.status}, not paused"}
+    waiting = [w["element_id"] for w in record.snapshot.get("waiting", [])]
+    if element_id is not None and element_id not in waiting:
+        where = ", ".join(waiting) or "nothing"
+        return {"outcome": "conflict", "message": f"the flow is not paused at '{element_id}' (it waits at: {where})"}
+    return record
 
 
 def _pending_snapshot(record: RunRecord) -> RunSnapshot:

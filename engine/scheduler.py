@@ -77,7 +77,11 @@ __all__ = ["ElementInvoker", "ElementState", "FlowRun", "FlowStatus", "InlineInv
 
 _SKIPPED = object()  # settled connection state: skipped (a dict payload means delivered)
 _SETTLED = frozenset({"completed", "skipped", "failed"})  # checkpoints a resumed run settles from
-_INTERRUPTED = frozenset({"running", "cancelled"})  # checkpoints of elements a resumed run starts again
+_INTERRUPTED = frozenset({"running", "cancelled"})
+_UNKNOWN_ERROR: ErrorInfo = {
+    "error_type": "element_error",
+    "message": "failed",
+}  # an error that was not recorded  # checkpoints of elements a resumed run starts again
 
 
 def _discard(checkpoint: ElementCheckpoint) -> None:
@@ -259,7 +263,7 @@ class FlowRun:
             return
         record.state = ElementState.RUNNING
         record.attempts = interrupted.attempts if interrupted else 0
-        run = self._runner.run(self.plan.elements[element_id], record, inputs, resumed=interrupted is not None)
+        run = self._runner.run(element, record, inputs, resumed=interrupted is not None)
         task = asyncio.create_task(run, name=f"{self.plan.flow_id}/{element_id}")
         self._running[task] = element_id
 
@@ -280,7 +284,7 @@ class FlowRun:
             self._settle_failed(element_id)
 
     def _error_of(self, element_id: str) -> ErrorInfo:
-        error = self.records[element_id].error or {"error_type": "element_error", "message": "failed"}
+        error = self.records[element_id].error or _UNKNOWN_ERROR
         return {"error_type": error["error_type"], "message": error["message"]}
 
     def _settle_failed(self, element_id: str) -> None:
@@ -297,8 +301,7 @@ class FlowRun:
         """The failure that was failing the flow when its process stopped, if any."""
         for checkpoint in self._restorable.values():
             if checkpoint.state == "failed" and self.plan.failure_fails_flow(checkpoint.element_id):
-                failure = checkpoint.error or {"error_type": "element_error", "message": "failed"}
-                return {**failure, "element_id": checkpoint.element_id}
+                return {**(checkpoint.error or _UNKNOWN_ERROR), "element_id": checkpoint.element_id}
         return None
 
     def _restore(self, element_id: str, checkpoint: ElementCheckpoint) -> None:
@@ -364,9 +367,8 @@ class FlowRun:
         for index in self.plan.outgoing[element_id]:
             conn = self.plan.connection(index)
             if conn.from_output == ERROR_PORT:
-                error_data = None if error is None else dict(error)
                 self._settled[index] = (
-                    _SKIPPED if error_data is None else self._payload(element, None, conn.to_input, error_data)
+                    _SKIPPED if error is None else self._payload(element, None, conn.to_input, dict(error))
                 )
             elif result is None or not self._is_taken(element, conn.from_output, result):
                 self._settled[index] = _SKIPPED
