@@ -151,8 +151,17 @@ EVENT_DATA: dict[str, type[Any]] = {
 }
 
 
+class ScopeEntry(TypedDict):
+    """One level of where an event's element runs: the element holding the sub-flow and which
+    run of it (the item's index in an `iteration`, the round of a `loop`, 0 for a `sub_flow`)."""
+
+    element_id: str
+    index: int
+
+
 class EventMessage(TypedDict):
-    """The envelope as it travels to Backend 2 and the events API (`element_id` only when set)."""
+    """The envelope as it travels to Backend 2 and the events API (`element_id` only when set,
+    `scope` only inside sub-flows)."""
 
     type: str
     flow_id: str
@@ -160,6 +169,7 @@ class EventMessage(TypedDict):
     timestamp: str
     element_id: NotRequired[str]
     data: dict[str, Any]
+    scope: NotRequired[list[ScopeEntry]]
 
 
 # -- coordinator answers ----------------------------------------------------------------------

@@ -40,6 +40,11 @@ it, never the other way round.
   (CPU-heavy; a Ray task of its own).
 - `routes = True` marks elements whose connections name a branch in `from_output`;
   `branch_ports()` lists the branch names that exist, for validation.
+- Sub-flows: an element that runs an inline sub-flow (`iteration`, `loop`, `sub_flow`) returns
+  it from `inner_flow()`; validation checks it like a flow (paths through it), the plan keeps
+  its plan, and at run time `ctx.sub_flow.run(inputs, index)` runs it once — its elements in
+  the same run, their events carrying a `scope` — and returns its end element's outputs, or
+  raises `SubFlowFailed` (`RunStopped` when the whole flow is stopping: never absorb that).
 - `is_output = True` marks the element whose outputs become the flow's outputs (`end`).
 - Waiting: an element whose `wait(inputs)` returns a `Wait` is not executed; the run waits
   there for a person or a program (`wait_for_input`) and pauses once nothing else can run.
@@ -52,11 +57,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Self, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, get_args
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.models import ElementDefinition
+from engine.models import ElementDefinition, FlowGraph
 
 if TYPE_CHECKING:
     from engine.ports import Services
@@ -95,6 +100,16 @@ class Wait:
     timeout: float | None = None
 
 
+class SubFlowRunner(Protocol):
+    """Runs the inline sub-flow of the element it was given to (see `ElementBase.inner_flow`)."""
+
+    async def run(self, inputs: dict[str, Any], index: int) -> dict[str, Any]:
+        """Run the sub-flow once with `inputs` as its start element's inputs; `index` tells this
+        run apart in event scopes and checkpoints (unique per run of the element). Returns the
+        outputs of its end element ({} when none completed)."""
+        ...
+
+
 @dataclass
 class ElementContext:
     """What a running element may use besides its inputs."""
@@ -104,6 +119,7 @@ class ElementContext:
     settings: Settings
     services: Services  # typed interfaces to Bedrock, Aptos and the sandbox; built lazily, per process
     emit_chunk_event: Callable[[str, int], object] = field(default=lambda chunk, index: None)
+    sub_flow: SubFlowRunner | None = None  # set for elements whose `inner_flow()` is not None
     _chunk_index: int = 0
 
     def emit_chunk(self, text: str) -> None:
@@ -161,6 +177,10 @@ class ElementBase[C: BaseModel]:
         if not declared:
             return None
         return declared | self.fixed_outputs
+
+    def inner_flow(self) -> FlowGraph | None:
+        """The inline sub-flow this element runs (`ctx.sub_flow`), or None (the default)."""
+        return None
 
     def wait(self, inputs: dict[str, Any]) -> Wait | None:
         """A `Wait` when reaching this element pauses the flow instead of executing it (raise

@@ -23,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from engine.contracts import ElementCompletedData, ElementErrorData, ElementStartedData, WaitingInfo
-from engine.element import AnyElement, ElementContext, ElementResult, Wait
+from engine.element import AnyElement, ElementContext, ElementResult, SubFlowRunner, Wait
 from engine.errors import ElementTimeout, InputValidationError, OutputValidationError, describe, is_transient
 from engine.events import EventEmitter, Redactor
 from engine.models import utc_timestamp
@@ -75,6 +75,7 @@ class ElementRunner:
     redactor: Redactor
     on_checkpoint: CheckpointSink
     cancel_reason: tuple[str, str] = ("cancelled", "cancelled")  # error type, message of a cancelled element
+    sub_flows: Callable[[str], SubFlowRunner | None] = field(default=lambda element_id: None)  # `ctx.sub_flow`
 
     async def run(
         self, element: AnyElement, record: ElementRecord, inputs: dict[str, Any], *, resumed: bool = False
@@ -93,6 +94,7 @@ class ElementRunner:
             emit_chunk_event=lambda chunk, index: self.emitter.emit(
                 "llm_chunk", {"chunk": chunk, "index": index}, element_id
             ),
+            sub_flow=self.sub_flows(element_id),
         )
         try:
             problems = check_ports(inputs, definition.input_schema)

@@ -53,6 +53,18 @@ class ElementCancelled(ElementError):
     error_type = "cancelled"
 
 
+class SubFlowFailed(ElementError):
+    """A run of an element's inline sub-flow failed; `error_type` and the message come from the
+    inner element that failed it (the message says which, and in which run)."""
+
+
+class RunStopped(ElementError):
+    """The whole flow is stopping (a run guard tripped, or it is cancelled): an element that runs
+    sub-flows must not absorb this as the failure of one of its runs (`on_item_error`)."""
+
+    error_type = "cancelled"
+
+
 def describe(exc: BaseException) -> tuple[str, str]:
     """`(error_type, message)` for any exception an element raised."""
     if isinstance(exc, ElementError):

@@ -3,7 +3,8 @@
 Contract: `EventEmitter.emit` stamps the envelope (`seq` contiguous from 1, or from
 `last_seq + 1` for a resumed run that continues the events already stored; UTC timestamp),
 scrubs secret values out of every string it carries, and hands the `Event` to the sink at once
-and in `seq` order. The sink is a plain callable that must not block (the runtime batches and
+and in `seq` order. A sub-flow's emitter (`nested`) shares the flow's seqs and sink and adds a
+`scope` to each event: where it runs, outermost first. The sink is a plain callable that must not block (the runtime batches and
 forwards; tests collect into a list).
 
 The scrub walks the data without recursion, so no value, however deep, makes `emit` fail: when
@@ -14,7 +15,7 @@ them within `MAX_VALUE_DEPTH`, half of that, so their data is never cut).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, overload
 
 from engine.contracts import (
@@ -28,6 +29,7 @@ from engine.contracts import (
     FlowResumedData,
     FlowStartedData,
     LlmChunkData,
+    ScopeEntry,
 )
 from engine.limits import MAX_EVENT_DEPTH, TOO_DEEP
 from engine.models import Event, EventType, utc_timestamp
@@ -82,16 +84,40 @@ class Redactor:
         return target
 
 
+class _Counter:
+    """The seq of a flow's last event, shared by the emitters of its sub-flows."""
+
+    def __init__(self, value: int):
+        self.value = value
+
+
 class EventEmitter:
-    def __init__(self, flow_id: str, sink: EventSink, redactor: Redactor | None = None, last_seq: int = 0):
+    def __init__(
+        self,
+        flow_id: str,
+        sink: EventSink,
+        redactor: Redactor | None = None,
+        last_seq: int = 0,
+        scope: Sequence[ScopeEntry] = (),
+    ):
         self.flow_id = flow_id
         self._sink = sink
         self._redactor = redactor or Redactor()
-        self._seq = last_seq
+        self._counter = _Counter(last_seq)
+        self.scope: tuple[ScopeEntry, ...] = tuple(scope)
 
     @property
     def last_seq(self) -> int:
-        return self._seq
+        return self._counter.value
+
+    def nested(self, element_id: str, index: int) -> EventEmitter:
+        """The emitter of a sub-flow run by `element_id` (its run `index`): the same seqs and
+        sink, every event carrying the scope one level deeper."""
+        child = EventEmitter(
+            self.flow_id, self._sink, self._redactor, 0, (*self.scope, {"element_id": element_id, "index": index})
+        )
+        child._counter = self._counter
+        return child
 
     # One signature per event type: the type checker holds each event's `data` to its definition.
     @overload
@@ -114,14 +140,15 @@ class EventEmitter:
     def emit(self, type_: Literal["flow_completed"], data: FlowCompletedData) -> Event: ...
 
     def emit(self, type_: EventType, data: EventData, element_id: str | None = None) -> Event:
-        self._seq += 1
+        self._counter.value += 1
         event = Event(
             type=type_,
             flow_id=self.flow_id,
-            seq=self._seq,
+            seq=self._counter.value,
             timestamp=utc_timestamp(),
             element_id=element_id,
             data=self._redactor.scrub(data),
+            scope=[dict(entry) for entry in self.scope] if self.scope else None,
         )
         self._sink(event)
         return event

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable, Mapping, Sequence
 
-from engine.models import FlowDefinition
+from engine.models import FlowGraph
 
 
-def adjacency(definition: FlowDefinition) -> dict[str, list[str]]:
+def adjacency(definition: FlowGraph) -> dict[str, list[str]]:
     graph: dict[str, list[str]] = {key: [] for key in definition.elements}
     for conn in definition.connections:
         if conn.from_id in graph and conn.to_id in graph:

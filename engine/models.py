@@ -5,7 +5,10 @@ Contract:
   in `config` and in element definitions are kept (element type-specific config lives there).
 - `ElementDefinition.settings()` returns the type-specific configuration of an element: its
   extra top-level keys merged with an optional nested `config` object (nested wins).
-- `Event` is the envelope sent to Backend 2: `{type, flow_id, seq, timestamp, element_id, data}`.
+- `Event` is the envelope sent to Backend 2: `{type, flow_id, seq, timestamp, element_id, data}`,
+  plus `scope` on the events of elements inside sub-flows (absent on top-level events).
+- `FlowGraph` is elements + connections + start: the shape of a flow definition and of the
+  inline sub-flows of `iteration`, `loop` and `sub_flow`; `FlowDefinition` adds the `flow_id`.
 - Ids — `flow_id`, `element_id`, connection `from_id` / `to_id`, port names in `from_output` /
   `to_input`, `start_element_id` — are `Id`s: 1 to `MAX_ID_LENGTH` (128) characters, all
   printable (`str.isprintable`: no control characters C0 / C1 / DEL, no bidi controls
@@ -149,13 +152,19 @@ class Connection(BaseModel):
     to_input: Id | None = None
 
 
-class FlowDefinition(BaseModel):
+class FlowGraph(BaseModel):
+    """Elements, their connections and where the data comes in: a flow, or an inline sub-flow
+    (the `flow` of `iteration`, `loop` and `sub_flow`), which has no flow id of its own."""
+
     model_config = ConfigDict(extra="allow")
 
-    flow_id: Id
     elements: dict[str, ElementDefinition]
     connections: list[Connection] = Field(default_factory=list)
     start_element_id: Id
+
+
+class FlowDefinition(FlowGraph):
+    flow_id: Id
 
 
 class ExecutionConfig(BaseModel):
@@ -210,9 +219,12 @@ class Event(BaseModel):
     timestamp: str
     element_id: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    scope: list[dict[str, Any]] | None = None  # inside sub-flows: [{"element_id", "index"}], outermost first
 
     def to_message(self) -> dict[str, Any]:
         message = self.model_dump()
         if message["element_id"] is None:
             del message["element_id"]
+        if message["scope"] is None:
+            del message["scope"]
         return message

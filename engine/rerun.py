@@ -7,7 +7,8 @@ Contract (`POST /flows/{flow_id}/rerun`):
 - `rerun_body(original, request)` is the new `/execute` body — the original's definition with
   the overrides set on their elements (inside an element's nested `config` object when it has
   one, since that wins) — or the problems of the request (an override of an unknown element,
-  a `from_element` that is not in the flow or cannot be chosen by default, an override of
+  a `from_element` that is not in the flow — or is inside a sub-flow: a re-run starts at a
+  top-level element, the problem names the one holding it — or cannot be chosen by default, an override of
   `type`, `element_id` or `config` itself). The body is then
   validated exactly like `/execute`.
 - `reused_checkpoints(plan, from_element, checkpoints)`: what the re-run settles from, as
@@ -89,12 +90,38 @@ def rerun_body(
             Problem("from_element", "the original run did not fail at an element: name the element to re-run from")
         )
     elif from_element not in elements:
-        problems.append(Problem("from_element", f"'{from_element}' is not an element of the flow"))
+        holder = holder_of(elements, from_element)
+        if holder is None:
+            problems.append(Problem("from_element", f"'{from_element}' is not an element of the flow"))
+        else:
+            problems.append(
+                Problem(
+                    "from_element",
+                    f"'{from_element}' is inside the sub-flow of '{holder}': a re-run starts at an element of the "
+                    f"flow itself — re-run from '{holder}' (its sub-flow runs anew)",
+                )
+            )
     body["flow_id"] = definition["flow_id"] = request.flow_id
     body["backend2_ws_url"] = request.backend2_ws_url
     if request.initial_inputs is not None:
         body["initial_inputs"] = request.initial_inputs
     return body, from_element, problems
+
+
+def holder_of(elements: dict[str, dict[str, Any]], element_id: str) -> str | None:
+    """The top-level element whose sub-flow (at any depth) has an element `element_id`, if any."""
+    for top_id, top in elements.items():
+        pending = [top]
+        while pending:
+            element = pending.pop()
+            nested = element.get("config")
+            flow = nested.get("flow") if isinstance(nested, dict) and "flow" in nested else element.get("flow")
+            inner = flow.get("elements") if isinstance(flow, dict) else None
+            if isinstance(inner, dict):
+                if element_id in inner:
+                    return top_id
+                pending.extend(value for value in inner.values() if isinstance(value, dict))
+    return None
 
 
 def reused_checkpoints(

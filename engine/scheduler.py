@@ -57,15 +57,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.contracts import ErrorInfo, RunSnapshot, WaitingInfo
-from engine.element import ERROR_PORT, AnyElement, ElementResult
+from engine.element import ERROR_PORT, AnyElement, ElementResult, SubFlowRunner
 from engine.element_runner import CheckpointSink, ElementInvoker, ElementRunner, InlineInvoker, as_result, ms_since
-from engine.errors import ElementError
+from engine.errors import ElementError, RunStopped, SubFlowFailed
 from engine.events import EventEmitter, EventSink, Redactor
 from engine.models import utc_timestamp
+from engine.nesting import RunGuard, scoped_key, split_checkpoints
 from engine.plan import FlowPlan
 from engine.ports import Services
 from engine.run_state import ElementRecord, ElementState, FlowStatus, Resume
@@ -95,6 +97,27 @@ class _Abort:
     message: str
 
 
+@dataclass(frozen=True)
+class Nesting:
+    """What a sub-flow's run takes from the run of the element that holds it (see `engine.nesting`)."""
+
+    emitter: EventEmitter  # the flow's seqs and sink, with this run's scope
+    guard: RunGuard
+    depth: int  # 1: a sub-flow of a top-level element
+    cancel_reason: Callable[[], tuple[str, str]]  # why its elements are cancelled when it is
+
+
+@dataclass
+class _SubFlows:
+    """`ctx.sub_flow` of one element: runs of its inline sub-flow inside `owner`'s run."""
+
+    owner: FlowRun
+    element_id: str
+
+    async def run(self, inputs: dict[str, Any], index: int) -> dict[str, Any]:
+        return await self.owner.run_sub_flow(self.element_id, inputs, index)
+
+
 @dataclass
 class FlowRun:
     plan: FlowPlan
@@ -107,11 +130,17 @@ class FlowRun:
     redactor: Redactor = field(default_factory=Redactor)
     on_checkpoint: CheckpointSink = _discard
     resume: Resume | None = None
+    nesting: Nesting | None = None  # set for the run of a sub-flow (see `run_sub_flow`)
 
     def __post_init__(self) -> None:
         self.status = FlowStatus.PENDING
         last_seq = self.resume.last_seq if self.resume else 0
-        self.emitter = EventEmitter(self.plan.flow_id, self.sink, self.redactor, last_seq)
+        if self.nesting is None:
+            self.emitter = EventEmitter(self.plan.flow_id, self.sink, self.redactor, last_seq)
+            self._guard = RunGuard(self.settings.max_element_runs_per_flow, self.settings.max_flow_depth, self._trip)
+        else:
+            self.emitter = self.nesting.emitter
+            self._guard = self.nesting.guard
         self.records = {eid: ElementRecord(eid, el.type_name) for eid, el in self.plan.elements.items()}
         self.outputs: dict[str, Any] = {}
         self.error: ErrorInfo | None = None
@@ -121,14 +150,14 @@ class FlowRun:
         self._settled: list[Any] = [None] * len(self.plan.definition.connections)
         self._running: dict[asyncio.Task[ElementResult], str] = {}
         self._waiting: dict[str, WaitingInfo] = {}
-        self._restorable = self.resume.latest() if self.resume else {}
+        self._restorable, self._nested_checkpoints = split_checkpoints(self.resume.checkpoints if self.resume else ())
         unknown = sorted(self._restorable.keys() - self.records.keys())
         if unknown:
             raise ValueError(f"checkpoints of elements that are not in flow '{self.plan.flow_id}': {unknown}")
         self._failure: ErrorInfo | None = self._restored_failure()
         self._abort: _Abort | None = None
         self._stop = asyncio.Event()
-        self._stop_reason = "cancelled by request"
+        self._stop_abort = _Abort(FlowStatus.CANCELLED, "cancelled", "cancelled by request")
         self._runner = ElementRunner(
             self.plan.flow_id,
             self.settings,
@@ -137,6 +166,7 @@ class FlowRun:
             self.emitter,
             self.redactor,
             self.on_checkpoint,
+            sub_flows=self._sub_flows_of,
         )
 
     # -- public -------------------------------------------------------------------------------
@@ -145,21 +175,31 @@ class FlowRun:
         """Ask the run to stop; True if it was still running."""
         if self.status not in (FlowStatus.PENDING, FlowStatus.RUNNING) or self._stop.is_set():
             return False
-        self._stop_reason = reason
+        self._stop_abort = _Abort(FlowStatus.CANCELLED, "cancelled", reason)
         self._stop.set()
         return True
+
+    def _trip(self) -> None:
+        """The run guard tripped (a runaway loop or iteration): the flow fails with its error."""
+        if self._stop.is_set() or self._guard.error is None:
+            return
+        if self._failure is None:
+            self._failure = self._guard.error
+        self._stop_abort = _Abort(FlowStatus.FAILED, "cancelled", f"cancelled: {self._guard.error['message']}")
+        self._stop.set()
 
     async def run(self) -> RunSnapshot:
         """Execute the flow to its end (or, resuming, from its checkpoints); returns the final `snapshot()`."""
         t0 = time.monotonic()
         self.status = FlowStatus.RUNNING
         self.started_at = (self.resume and self.resume.started_at) or utc_timestamp()
-        if self.emitter.last_seq == 0:
+        if self.emitter.last_seq == 0 and self.nesting is None:
             self.emitter.emit("flow_started", {"start_element_id": self.plan.start_id, "elements": len(self.records)})
         try:
-            outcome = await self._drive(t0 + self.max_execution_time)
+            outcome = await self._drive(None if self.nesting else t0 + self.max_execution_time)
         except asyncio.CancelledError:
-            await self._abort_running(_Abort(FlowStatus.CANCELLED, "cancelled", "the flow's runtime was shut down"))
+            reason = self.nesting.cancel_reason() if self.nesting else ("cancelled", "the flow's runtime was shut down")
+            await self._abort_running(_Abort(FlowStatus.CANCELLED, *reason))
             self._finish(FlowStatus.CANCELLED, t0)
             raise
         await self._abort_running(outcome)
@@ -189,20 +229,22 @@ class FlowRun:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    async def _drive(self, deadline: float) -> _Abort | None:
+    async def _drive(self, deadline: float | None) -> _Abort | None:
+        """Run elements until nothing runs; an `_Abort` when the run must stop early
+        (`deadline`: monotonic seconds, None for a sub-flow: its flow's deadline holds)."""
         self._mark_unreachable()
         self._start(self.plan.start_id, dict(self.initial_inputs))
         stop_waiter = asyncio.ensure_future(self._stop.wait())
         try:
             while self._running:
-                remaining = deadline - time.monotonic()
+                remaining = None if deadline is None else deadline - time.monotonic()
                 done: set[asyncio.Future[Any]] = set()
-                if remaining > 0:
+                if remaining is None or remaining > 0:
                     done, _ = await asyncio.wait(
                         {*self._running, stop_waiter}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
                     )
                 if self._stop.is_set():
-                    return _Abort(FlowStatus.CANCELLED, "cancelled", self._stop_reason)
+                    return self._stop_abort
                 if not done:
                     message = f"the flow exceeded its max_execution_time of {self.max_execution_time:g} s"
                     return _Abort(FlowStatus.TIMED_OUT, "timed_out", message)
@@ -211,7 +253,7 @@ class FlowRun:
                 if self._failure:
                     return _Abort(FlowStatus.FAILED, "cancelled", "cancelled because another element failed")
             if self._stop.is_set():  # cancelled while nothing ran (a paused run being cancelled)
-                return _Abort(FlowStatus.CANCELLED, "cancelled", self._stop_reason)
+                return self._stop_abort
             return None
         finally:
             stop_waiter.cancel()
@@ -261,6 +303,8 @@ class FlowRun:
         if wait is not None:
             self._waiting[element_id] = self._runner.begin_wait(element, record, inputs, wait)
             return
+        if not self._guard.admit():  # a runaway flow: it is being stopped, nothing more starts
+            return
         record.state = ElementState.RUNNING
         record.attempts = interrupted.attempts if interrupted else 0
         run = self._runner.run(element, record, inputs, resumed=interrupted is not None)
@@ -294,6 +338,49 @@ class FlowRun:
         defaults = definition.default_outputs if definition.on_error == "default" else None
         result = None if defaults is None else ElementResult(dict(defaults))
         self._settle(element_id, result, self._error_of(element_id))
+
+    # -- sub-flows ----------------------------------------------------------------------------
+
+    def _sub_flows_of(self, element_id: str) -> SubFlowRunner | None:
+        return _SubFlows(self, element_id) if element_id in self.plan.sub_plans else None
+
+    async def run_sub_flow(self, element_id: str, inputs: dict[str, Any], index: int) -> dict[str, Any]:
+        """Run `element_id`'s sub-flow once (its run `index`) inside this run; its end element's
+        outputs, or `SubFlowFailed` naming the inner element that failed it. A run the store
+        holds checkpoints of (the flow is resuming) goes on from them: what completed is not
+        run again."""
+        depth = (self.nesting.depth if self.nesting else 0) + 1
+        if not self._guard.depth_allowed(depth):
+            raise SubFlowFailed(f"sub-flows nest more than {self._guard.max_depth} levels deep (MAX_FLOW_DEPTH)")
+        checkpoints = self._nested_checkpoints.pop((element_id, index), None)
+        child = FlowRun(
+            plan=self.plan.sub_plans[element_id],
+            initial_inputs=inputs,
+            sink=self.sink,
+            settings=self.settings,
+            services=self.services,
+            invoker=self.invoker,
+            redactor=self.redactor,
+            on_checkpoint=lambda checkpoint: self.on_checkpoint(
+                replace(checkpoint, element_id=scoped_key(element_id, index, checkpoint.element_id))
+            ),
+            resume=Resume(checkpoints) if checkpoints else None,
+            nesting=Nesting(self.emitter.nested(element_id, index), self._guard, depth, self._cancel_reason_inside),
+        )
+        await child.run()
+        if self._guard.error is not None or self._stop.is_set():
+            raise RunStopped("the flow is stopping")
+        if child.status is FlowStatus.COMPLETED:
+            return child.outputs
+        error = child.error or _UNKNOWN_ERROR
+        where = f"'{error['element_id']}'" if "element_id" in error else "an element"
+        raise SubFlowFailed(f"{where} failed: {error['message']}", error_type=error["error_type"])
+
+    def _cancel_reason_inside(self) -> tuple[str, str]:
+        """Why the elements of a sub-flow this run holds are cancelled."""
+        if self._abort is not None:  # this run is stopping: its reason reaches every level
+            return self._runner.cancel_reason
+        return "cancelled", "cancelled because the element running this sub-flow stopped it"
 
     # -- resuming -----------------------------------------------------------------------------
 
@@ -435,6 +522,7 @@ class FlowRun:
             self.emitter.emit("flow_paused", info, element_id)
 
     def _finish(self, status: FlowStatus, t0: float) -> None:
+        """End the run with `status`; a top-level run reports it (`flow_completed`)."""
         for record in self.records.values():
             if record.state is ElementState.PENDING:
                 record.state = ElementState.NOT_RUN
@@ -446,6 +534,8 @@ class FlowRun:
         elif status is not FlowStatus.COMPLETED:
             abort = self._abort or _Abort(status, status.value, status.value)
             self.error = {"error_type": abort.error_type, "message": abort.message}
+        if self.nesting is not None:
+            return
         self.emitter.emit(
             "flow_completed",
             {"status": status.value, "outputs": self.outputs, "error": self.error, "duration_ms": self.duration_ms},

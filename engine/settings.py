@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     max_flow_connections: int = Field(default=5000, ge=1, le=500_000)
     max_reported_problems: int = Field(default=50, ge=1, le=1000)
     request_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Loops and nesting (see elements.nesting): how deep sub-flows nest, how many element runs one
+    # flow may make in all (sub-flow runs included), and the most an iteration or a loop may ask for.
+    max_flow_depth: int = Field(default=5, ge=1, le=20)
+    max_element_runs_per_flow: int = Field(default=10_000, ge=1, le=10_000_000)
+    max_iteration_parallelism: int = Field(default=16, ge=1, le=1024)
+    max_loop_iterations: int = Field(default=1000, ge=1, le=1_000_000)
 
     allow_custom_code: bool = True
     custom_code_max_memory_mb: int = Field(default=100, ge=16)

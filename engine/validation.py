@@ -56,7 +56,7 @@ from engine.destinations import DestinationError, OutboundPolicy, parse_ws_url
 from engine.element import ERROR_PORT, AnyElement
 from engine.graph import adjacency, cyclic_components, reachable, shortest_cycle
 from engine.limits import MAX_VALUE_DEPTH, depth_exceeds
-from engine.models import ElementDefinition, ExecuteRequest, FlowDefinition, id_problem, shown
+from engine.models import ElementDefinition, ExecuteRequest, FlowDefinition, FlowGraph, id_problem, shown
 from engine.plan import FlowPlan
 from engine.port_check import check_ports
 from engine.registry import ElementRegistry
@@ -144,7 +144,8 @@ def _validate(body: bytes | str | Any, settings: Settings, registry: ElementRegi
     shape = _shape_problems(body, settings)
     if shape:
         return Validation(problems=shape)
-    result = Validation(problems=_key_problems(body))
+    definition_body = body.get("flow_definition")
+    result = Validation(problems=_key_problems(definition_body, ("flow_definition",)))
     try:
         result.request = ExecuteRequest.model_validate(body)
     except ValidationError as exc:
@@ -159,10 +160,11 @@ def _validate(body: bytes | str | Any, settings: Settings, registry: ElementRegi
                 Problem("flow_definition.flow_id", f"must equal flow_id {shown(result.request.flow_id)}")
             )
     if definition is not None:
-        instances, problems = _check_graph(definition, settings, registry)
-        result.problems += problems
+        graph = _GraphCheck(settings, registry)
+        instances, sub_plans = graph.check(definition, ("flow_definition",), 0, definition.flow_id)
+        result.problems += graph.problems
         if result.request is not None and not result.errors:
-            result.plan = FlowPlan.build(definition, instances)
+            result.plan = FlowPlan.build(definition.flow_id, definition, instances, sub_plans)
     return result
 
 
@@ -290,9 +292,9 @@ def _definition_values(definition: dict[str, Any]) -> Iterable[tuple[tuple[str |
             yield (base, key), value, MAX_VALUE_DEPTH
 
 
-def _key_problems(body: dict[str, Any]) -> list[Problem]:
-    """Element keys, connection ids and port names: ids, by their position (never quoted)."""
-    definition = body.get("flow_definition")
+def _key_problems(definition: Any, base: tuple[str | int, ...]) -> list[Problem]:
+    """Element keys, connection ids and port names of a flow definition (or an inline sub-flow,
+    at `base`): ids, by their position (never quoted)."""
     if not isinstance(definition, dict):
         return []
     problems = []
@@ -301,7 +303,7 @@ def _key_problems(body: dict[str, Any]) -> list[Problem]:
         for position, (key, element) in enumerate(element_defs.items(), start=1):
             problem = id_problem(key)
             if problem is not None:
-                problems.append(Problem("flow_definition.elements", f"element key #{position} {problem}"))
+                problems.append(Problem(json_path(*base, "elements"), f"element key #{position} {problem}"))
             if not isinstance(element, dict):
                 continue
             for schema in ("input_schema", "output_schema"):
@@ -311,7 +313,7 @@ def _key_problems(body: dict[str, Any]) -> list[Problem]:
                 for port_position, port in enumerate(ports, start=1):
                     problem = id_problem(port)
                     if problem is not None:
-                        path = json_path("flow_definition", "elements", key, schema)
+                        path = json_path(*base, "elements", key, schema)
                         problems.append(Problem(path, f"port name #{port_position} {problem}"))
     connections = definition.get("connections")
     if isinstance(connections, list):
@@ -319,7 +321,7 @@ def _key_problems(body: dict[str, Any]) -> list[Problem]:
             if isinstance(conn, dict) and "id" in conn:
                 problem = id_problem(conn["id"])
                 if problem is not None:
-                    problems.append(Problem(json_path("flow_definition", "connections", index, "id"), problem))
+                    problems.append(Problem(json_path(*base, "connections", index, "id"), problem))
     return problems
 
 
@@ -391,55 +393,151 @@ def _check_backend2_url(url: str, settings: Settings) -> list[Problem]:
 
 # --- the graph ----------------------------------------------------------------------------------
 
-
-def _check_graph(
-    definition: FlowDefinition, settings: Settings, registry: ElementRegistry
-) -> tuple[dict[str, AnyElement], list[Problem]]:
-    instances, problems = _check_elements(definition, settings, registry)
-    problems += _check_connections(definition, instances)
-    start = definition.start_element_id
-    if start not in definition.elements:
-        problems.append(Problem("flow_definition.start_element_id", f"no element {shown(start)} in elements"))
-    problems += _check_cycles(definition)
-    if start in definition.elements:
-        problems += _check_reachability(definition)
-    return instances, problems
+Path = tuple[str | int, ...]
 
 
-def _check_elements(
-    definition: FlowDefinition, settings: Settings, registry: ElementRegistry
-) -> tuple[dict[str, AnyElement], list[Problem]]:
-    instances: dict[str, AnyElement] = {}
-    problems: list[Problem] = []
-    types_listed_at: str | None = None
-    for key, element in definition.elements.items():
-        base = ("flow_definition", "elements", key)
-        if element.element_id != key:
-            problems.append(Problem(json_path(*base, "element_id"), f"must equal its key {shown(key)}"))
-        cls = registry.get(element.type)
+class _GraphCheck:
+    """The graph checks of a flow and, recursively, of the inline sub-flows of its elements
+    (`ElementBase.inner_flow`), each at its own JSON path; collects the problems, counts the
+    elements of every level against `MAX_FLOW_ELEMENTS` and the nesting against `MAX_FLOW_DEPTH`."""
+
+    def __init__(self, settings: Settings, registry: ElementRegistry):
+        self.settings = settings
+        self.registry = registry
+        self.problems: list[Problem] = []
+        self.types_listed_at: str | None = None
+        self.element_count = 0
+        self.connection_count = 0
+
+    def check(
+        self, definition: FlowGraph, base: Path, depth: int, flow_id: str
+    ) -> tuple[dict[str, AnyElement], dict[str, FlowPlan]]:
+        """The element instances and the sub-flows' plans of the graph at `base` (`depth`: how
+        many sub-flows it is nested in); its problems are added to `self.problems`."""
+        self.element_count += len(definition.elements)
+        self.connection_count += len(definition.connections)
+        instances, sub_plans = self._check_elements(definition, base, depth, flow_id)
+        self.problems += _check_connections(definition, instances, base)
+        start = definition.start_element_id
+        if start not in definition.elements:
+            self.problems.append(
+                Problem(json_path(*base, "start_element_id"), f"no element {shown(start)} in elements")
+            )
+        self.problems += _check_cycles(definition, base)
+        if start in definition.elements:
+            self.problems += _check_reachability(definition, base)
+        if depth > 0:
+            self.problems += _sub_flow_problems(definition, instances, base)
+        return instances, sub_plans
+
+    def _check_elements(
+        self, definition: FlowGraph, base: Path, depth: int, flow_id: str
+    ) -> tuple[dict[str, AnyElement], dict[str, FlowPlan]]:
+        instances: dict[str, AnyElement] = {}
+        sub_plans: dict[str, FlowPlan] = {}
+        for key, element in definition.elements.items():
+            where = (*base, "elements", key)
+            if element.element_id != key:
+                self.problems.append(Problem(json_path(*where, "element_id"), f"must equal its key {shown(key)}"))
+            instance = self._instance(element, where)
+            if instance is None:
+                continue
+            if depth > 0 and instance.waits:
+                self.problems.append(
+                    Problem(
+                        json_path(*where, "type"),
+                        f"{shown(instance.type_name)} cannot be inside a sub-flow: a run pauses and resumes at "
+                        "the elements of the flow itself; put it before or after the element that runs the sub-flow",
+                    )
+                )
+            inner = instance.inner_flow()
+            if inner is not None:
+                plan = self._check_sub_flow(inner, element, where, depth, flow_id)
+                if plan is not None:
+                    sub_plans[key] = plan
+            instances[key] = instance
+        return instances, sub_plans
+
+    def _instance(self, element: ElementDefinition, where: Path) -> AnyElement | None:
+        cls = self.registry.get(element.type)
         if cls is None:
-            path = json_path(*base, "type")
-            if types_listed_at is None:
-                types_listed_at = path
-                known = f"known: {', '.join(registry.known_types())}"
+            path = json_path(*where, "type")
+            if self.types_listed_at is None:
+                self.types_listed_at = path
+                known = f"known: {', '.join(self.registry.known_types())}"
             else:
-                known = f"the known types are listed at {types_listed_at}"
-            problems.append(Problem(path, f"unknown element type {shown(element.type)}; {known}"))
-            continue
+                known = f"the known types are listed at {self.types_listed_at}"
+            self.problems.append(Problem(path, f"unknown element type {shown(element.type)}; {known}"))
+            return None
         try:
             instance = cls.from_definition(element)
         except ValidationError as exc:
-            problems += _config_problems(exc, element.config, base)
-            continue
-        for sub_path, message in instance.check(settings):
-            problems.append(Problem(json_path(*base, *sub_path.split(".")) if sub_path else json_path(*base), message))
-        problems += _branch_problems(instance, base)
-        problems += _default_output_problems(element, base)
-        instances[key] = instance
-    return instances, problems
+            self.problems += _config_problems(exc, element.config, where)
+            return None
+        for sub_path, message in instance.check(self.settings):
+            path = json_path(*where, *sub_path.split(".")) if sub_path else json_path(*where)
+            self.problems.append(Problem(path, message))
+        self.problems += _branch_problems(instance, where)
+        self.problems += _default_output_problems(element, where)
+        return instance
+
+    def _check_sub_flow(
+        self, inner: FlowGraph, element: ElementDefinition, where: Path, depth: int, flow_id: str
+    ) -> FlowPlan | None:
+        """The plan of an element's inline sub-flow, or None when it has problems."""
+        at = (*where, "config", "flow") if "flow" in element.config else (*where, "flow")
+        limit = self.settings.max_flow_depth
+        if depth + 1 > limit:
+            message = f"sub-flows are nested more than {limit} levels deep (MAX_FLOW_DEPTH)"
+            self.problems.append(Problem(json_path(*at), message))
+            return None
+        if self.element_count + len(inner.elements) > self.settings.max_flow_elements:
+            total = self.element_count + len(inner.elements)
+            message = (
+                f"the flow and its sub-flows have {total:,} elements; at most "
+                f"{self.settings.max_flow_elements:,} are allowed in all (MAX_FLOW_ELEMENTS)"
+            )
+            self.problems.append(Problem(json_path(*at, "elements"), message))
+            return None
+        if self.connection_count + len(inner.connections) > self.settings.max_flow_connections:
+            message = (
+                f"the flow and its sub-flows have more than {self.settings.max_flow_connections:,} connections "
+                "in all (MAX_FLOW_CONNECTIONS)"
+            )
+            self.problems.append(Problem(json_path(*at, "connections"), message))
+            return None
+        raw = element.settings().get("flow")
+        self.problems += _key_problems(raw, at)
+        before = len(self.errors_so_far())
+        instances, sub_plans = self.check(inner, at, depth + 1, flow_id)
+        if len(self.errors_so_far()) > before:
+            return None
+        return FlowPlan.build(flow_id, inner, instances, sub_plans)
+
+    def errors_so_far(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
 
 
-def _default_output_problems(element: ElementDefinition, base: tuple[str, ...]) -> list[Problem]:
+def _sub_flow_problems(definition: FlowGraph, instances: dict[str, AnyElement], base: Path) -> list[Problem]:
+    """A sub-flow has one start (the only `start` element there is) and at least one end."""
+    problems = []
+    starts = [key for key, element in instances.items() if element.type_name == "start"]
+    others = [key for key in starts if key != definition.start_element_id]
+    if others:
+        problems.append(
+            Problem(
+                json_path(*base, "elements", others[0]),
+                f"a sub-flow has exactly one start: {shown(definition.start_element_id)} is its start_element_id",
+            )
+        )
+    if instances and not any(element.is_output for element in instances.values()):
+        problems.append(
+            Problem(json_path(*base, "elements"), "a sub-flow needs an end element: its outputs are the sub-flow's")
+        )
+    return problems
+
+
+def _default_output_problems(element: ElementDefinition, base: Path) -> list[Problem]:
     """`on_error: "default"` needs `default_outputs`, which must fit `output_schema`."""
     path = json_path(*base, "default_outputs")
     if element.on_error != "default":
@@ -451,7 +549,7 @@ def _default_output_problems(element: ElementDefinition, base: tuple[str, ...]) 
     return [Problem(path, message) for message in check_ports(element.default_outputs, element.output_schema)]
 
 
-def _branch_problems(instance: AnyElement, base: tuple[str, ...]) -> list[Problem]:
+def _branch_problems(instance: AnyElement, base: Path) -> list[Problem]:
     """Branch names of a routing element are ids too; found at their place in its settings."""
     if not instance.routes:
         return []
@@ -483,7 +581,7 @@ def _find_string(value: Any, wanted: str, depth: int = 3) -> tuple[str | int, ..
     return ()
 
 
-def _config_problems(error: ValidationError, nested: dict[str, Any], base: tuple[str, ...]) -> list[Problem]:
+def _config_problems(error: ValidationError, nested: dict[str, Any], base: Path) -> list[Problem]:
     problems = []
     for item in error.errors(include_url=False, include_input=False, include_context=False):
         loc = item["loc"]
@@ -492,13 +590,13 @@ def _config_problems(error: ValidationError, nested: dict[str, Any], base: tuple
     return problems
 
 
-def _check_connections(definition: FlowDefinition, instances: dict[str, AnyElement]) -> list[Problem]:
+def _check_connections(definition: FlowGraph, instances: dict[str, AnyElement], graph_path: Path) -> list[Problem]:
     problems = []
     start = definition.start_element_id
     outputs_known: dict[str, str] = {}
     inputs_known: dict[str, str] = {}
     for index, conn in enumerate(definition.connections):
-        base = ("flow_definition", "connections", index)
+        base = (*graph_path, "connections", index)
         for end in ("from_id", "to_id"):
             target = getattr(conn, end)
             if target not in definition.elements:
@@ -534,7 +632,7 @@ def _check_connections(definition: FlowDefinition, instances: dict[str, AnyEleme
     return problems
 
 
-def _check_cycles(definition: FlowDefinition) -> list[Problem]:
+def _check_cycles(definition: FlowGraph, base: Path) -> list[Problem]:
     """One problem per strongly connected component that holds a cycle (iterative: no recursion)."""
     graph = adjacency(definition)
     problems = []
@@ -548,14 +646,14 @@ def _check_cycles(definition: FlowDefinition) -> list[Problem]:
             text = " → ".join(shown_ids)
         if len(component) > length:
             text += f"; {len(component):,} elements in all are on cycles through one another"
-        problems.append(Problem("flow_definition.connections", f"cycle: {text}"))
+        problems.append(Problem(json_path(*base, "connections"), f"cycle: {text}"))
     return problems
 
 
-def _check_reachability(definition: FlowDefinition) -> list[Problem]:
+def _check_reachability(definition: FlowGraph, base: Path) -> list[Problem]:
     seen = reachable(adjacency(definition), definition.start_element_id)
     return [
-        Problem(json_path("flow_definition", "elements", key), "is not reachable from the start element", "warning")
+        Problem(json_path(*base, "elements", key), "is not reachable from the start element", "warning")
         for key in definition.elements
         if key not in seen
     ]

@@ -8,6 +8,7 @@ import uuid
 from engine.settings import Settings
 from tests.actors.test_coordinator import FakeStreamer, coordinator, until
 from tests.engine_doubles import CALLS, flow
+from tests.nesting_flows import around, chain
 
 
 def failing_flow(flow_id):
@@ -89,3 +90,22 @@ async def test_a_rerun_that_cannot_reuse_the_original_is_refused_with_every_prob
     assert outcome["outcome"] == "invalid" and "failures" in outcome["problems"][0]["path"]
     outcome, _ = await rerun(core, original, flow_id=original)
     assert outcome["outcome"] == "started"  # a finished run of the same owner is replaced, as with /execute
+
+
+async def test_a_rerun_from_inside_a_sub_flow_is_refused_naming_the_element_that_holds_it(store):
+    core = coordinator(store, FakeStreamer(), Settings(_env_file=None))
+    flow_id = f"orig-{uuid.uuid4().hex[:6]}"
+    inner = chain(("x", {"type": "test_flaky", "failures": 5}))
+    body = around({"type": "iteration", "flow": inner}, {"items": [1, 2]}, flow_id=flow_id)
+    assert (await core.submit(json.dumps(body).encode(), "alice"))["outcome"] == "started"
+    await until(lambda: ended(core, flow_id))
+    checkpoints = {cp.element_id: cp.state for cp in await store.checkpoints(flow_id)}
+    assert checkpoints["n\x1f0\x1fx"] == "failed"  # the inner element's checkpoint, under its scoped key
+    assert checkpoints["n"] == "failed"
+    outcome, _ = await rerun(core, flow_id, from_element="x")
+    assert outcome["outcome"] == "invalid"
+    assert outcome["problems"][0]["message"].startswith("'x' is inside the sub-flow of 'n'")
+    outcome, new_id = await rerun(core, flow_id, element_overrides={"n": {"items_input": "none"}})
+    assert outcome["outcome"] == "started"  # from the failed element itself: its sub-flow runs anew
+    await until(lambda: ended(core, new_id))
+    assert (await core.status(new_id))["error"]["error_type"] == "input_invalid"

@@ -115,6 +115,7 @@ class StreamRecord:
     started_at: float
     frames_sent: int = 0
     completed: bool = False
+    completed_at: float | None = None  # time.monotonic() when its last frame was sent
     aborted_at: float | None = None  # time.monotonic() when the client hung up
 
     @property
@@ -204,6 +205,17 @@ class FakeBedrock:
                 raise AssertionError(f"no converse-stream request #{index} within {timeout} s")
             time.sleep(0.005)
         return self.streams[index]
+
+    def most_streams_at_once(self) -> int:
+        """The most converse-stream responses that were open at the same moment."""
+        with self._lock:
+            edges = [(s.started_at, 1) for s in self.streams]
+            edges += [(end, -1) for s in self.streams if (end := s.completed_at or s.aborted_at) is not None]
+        most = now = 0
+        for _, step in sorted(edges):  # at equal times an end (-1) sorts before a start (+1)
+            now += step
+            most = max(most, now)
+        return most
 
     def wait_for_abort(self, stream: StreamRecord, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -301,6 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._write_chunk(frame)
                 record.frames_sent += 1
             self._write_chunk(b"")
+            record.completed_at = time.monotonic()
             record.completed = True
         except (_ClientGone, BrokenPipeError, ConnectionResetError):
             record.aborted_at = time.monotonic()
