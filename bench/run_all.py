@@ -26,6 +26,7 @@ BENCHMARKS = [
     ("LLM flows through the whole service (fake Bedrock → Backend 2)", "bench.bench_llm_service"),
     ("custom_code sandbox", "bench.bench_custom_code"),
     ("Run store: cost of persistence", "bench.bench_run_store"),
+    ("Iteration: 1,000 items vs LangGraph Send", "bench.bench_iteration"),
 ]
 LIMIT_SECONDS = 300
 

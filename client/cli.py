@@ -32,6 +32,8 @@ def _prepare(path: Path, port: int) -> dict:
 
 def _print_event(event: dict) -> None:
     element = f" {event['element_id']}" if event.get("element_id") else ""
+    for level in reversed(event.get("scope") or []):  # inside sub-flows: each[3]/summarise
+        element = f" {level['element_id']}[{level['index']}]/{element.strip()}"
     if event["type"] == "llm_chunk":
         print(event["data"]["chunk"], end="", flush=True)
         return

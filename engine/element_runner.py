@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -84,7 +84,7 @@ class ElementRunner:
         element_id = record.element_id
         record.started_at = utc_timestamp()
         t0 = time.monotonic()
-        self.on_checkpoint(replace(record.checkpoint(), attempts=record.attempts + 1))
+        self.on_checkpoint(record.checkpoint(attempts=record.attempts + 1))
         self._started(element, inputs, resumed)
         ctx = ElementContext(
             flow_id=self.flow_id,

@@ -53,6 +53,7 @@ class ElementRecord:
     duration_ms: float | None = None
     attempts: int = 0
     error: ErrorInfo | None = None
+    key: str = ""  # its checkpoints' key: the element id, or inside a sub-flow the scoped key (engine.nesting)
 
     def as_dict(self) -> ElementSnapshot:
         return {
@@ -64,15 +65,16 @@ class ElementRecord:
             "error": self.error,
         }
 
-    def checkpoint(self, result: ElementResult | None = None) -> ElementCheckpoint:
-        """The record as a checkpoint; `result`: a completed element's outputs and ports taken."""
+    def checkpoint(self, result: ElementResult | None = None, attempts: int | None = None) -> ElementCheckpoint:
+        """The record as a checkpoint; `result`: a completed element's outputs and ports taken;
+        `attempts`: the attempt it is at, when not yet counted in the record."""
         ports = None if result is None or result.ports is None else sorted(result.ports)
         return ElementCheckpoint(
-            element_id=self.element_id,
+            element_id=self.key or self.element_id,
             state=self.state.value,
             outputs=None if result is None else result.outputs,
             ports=ports,
-            attempts=self.attempts,
+            attempts=self.attempts if attempts is None else attempts,
             started_at=self.started_at,
             duration_ms=self.duration_ms,
             error=self.error,

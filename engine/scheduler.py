@@ -49,6 +49,14 @@ Contract:
   its waiting elements `cancelled`.
 - A re-run (`Resume.cached`) reports each element settled from a checkpoint: `element_completed`
   with `cached: true`, or `element_skipped`.
+- Sub-flows (`engine.nesting`): an element with an inline sub-flow gets `ctx.sub_flow`; each
+  run of it is a nested `FlowRun` (`nesting=Nesting(...)`) inside this one — the same seqs and
+  sink (events carry `scope`), invoker, services and checkpoint callback (scoped keys), one
+  `RunGuard` for the whole flow, no deadline, `flow_started` or `flow_completed` of its own. A
+  resumed run hands each sub-flow run the checkpoints stored under its scope, so what completed
+  there is restored, not run again. Cancelling the element cancels the nested run's elements
+  with this run's reason when it is stopping. Past `MAX_ELEMENT_RUNS_PER_FLOW` element runs the
+  guard trips: nothing more starts, the top-level run stops `failed` with its error.
 - Elements are called through an `ElementInvoker`, so the runtime decides where each kind of
   element runs (inline, a Ray task, the sandbox actor) without touching this module.
 """
@@ -58,7 +66,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.contracts import ErrorInfo, RunSnapshot, WaitingInfo
@@ -104,6 +112,7 @@ class Nesting:
     emitter: EventEmitter  # the flow's seqs and sink, with this run's scope
     guard: RunGuard
     depth: int  # 1: a sub-flow of a top-level element
+    key_prefix: str  # of its elements' checkpoint keys (`engine.nesting.scoped_key`)
     cancel_reason: Callable[[], tuple[str, str]]  # why its elements are cancelled when it is
 
 
@@ -141,7 +150,11 @@ class FlowRun:
         else:
             self.emitter = self.nesting.emitter
             self._guard = self.nesting.guard
-        self.records = {eid: ElementRecord(eid, el.type_name) for eid, el in self.plan.elements.items()}
+        prefix = self.nesting.key_prefix if self.nesting else ""
+        self.records = {
+            eid: ElementRecord(eid, el.type_name, key=prefix + eid if prefix else "")
+            for eid, el in self.plan.elements.items()
+        }
         self.outputs: dict[str, Any] = {}
         self.error: ErrorInfo | None = None
         self.started_at: str | None = None
@@ -234,15 +247,17 @@ class FlowRun:
         (`deadline`: monotonic seconds, None for a sub-flow: its flow's deadline holds)."""
         self._mark_unreachable()
         self._start(self.plan.start_id, dict(self.initial_inputs))
-        stop_waiter = asyncio.ensure_future(self._stop.wait())
+        # A sub-flow's run is stopped by cancelling the element that holds it, never by `cancel()`.
+        stop_waiter = asyncio.ensure_future(self._stop.wait()) if self.nesting is None else None
         try:
             while self._running:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 done: set[asyncio.Future[Any]] = set()
                 if remaining is None or remaining > 0:
-                    done, _ = await asyncio.wait(
-                        {*self._running, stop_waiter}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                    )
+                    waiting: set[asyncio.Future[Any]] = {*self._running}
+                    if stop_waiter is not None:
+                        waiting.add(stop_waiter)
+                    done, _ = await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                 if self._stop.is_set():
                     return self._stop_abort
                 if not done:
@@ -256,7 +271,8 @@ class FlowRun:
                 return self._stop_abort
             return None
         finally:
-            stop_waiter.cancel()
+            if stop_waiter is not None:
+                stop_waiter.cancel()
 
     def _final_status(self) -> FlowStatus:
         return FlowStatus.FAILED if self._failure else FlowStatus.COMPLETED
@@ -361,11 +377,15 @@ class FlowRun:
             services=self.services,
             invoker=self.invoker,
             redactor=self.redactor,
-            on_checkpoint=lambda checkpoint: self.on_checkpoint(
-                replace(checkpoint, element_id=scoped_key(element_id, index, checkpoint.element_id))
-            ),
+            on_checkpoint=self.on_checkpoint,
             resume=Resume(checkpoints) if checkpoints else None,
-            nesting=Nesting(self.emitter.nested(element_id, index), self._guard, depth, self._cancel_reason_inside),
+            nesting=Nesting(
+                self.emitter.nested(element_id, index),
+                self._guard,
+                depth,
+                (self.nesting.key_prefix if self.nesting else "") + scoped_key(element_id, index, ""),
+                self._cancel_reason_inside,
+            ),
         )
         await child.run()
         if self._guard.error is not None or self._stop.is_set():

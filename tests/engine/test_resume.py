@@ -83,9 +83,9 @@ async def run_until_done(body):
     return store, snapshot
 
 
-async def run_until_crash(body, store, crashed):
+async def run_until_crash(body, store, crashed, invoker=None):
     """Runs `body` until `crashed(store)` holds, then stops the process under it."""
-    invoker = CountingInvoker()
+    invoker = invoker or CountingInvoker()
     run = prepare_durable_run(body, SETTINGS, store.event, store.checkpoint, None, invoker)
     task = asyncio.create_task(run.run())
     deadline = time.monotonic() + 5

@@ -2,13 +2,12 @@
 runs, and resuming a run that stopped inside an iteration. No Ray, no network."""
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 
 from engine.scheduler import InlineInvoker
 from engine.settings import Settings
-from tests.engine.test_resume import Store, run_durably
+from tests.engine.test_resume import Store, run_durably, run_until_crash
 from tests.engine_doubles import assert_well_formed, prepare_durable_run, prepare_run, run_local
 from tests.nesting_flows import around, chain, sub
 
@@ -176,16 +175,7 @@ async def test_a_run_stopped_inside_an_iteration_resumes_without_rerunning_finis
     body = around(iteration, {"items": items}, flow_id="resume-iter")
     store = Store()
     first = HangAtItem(3)
-    run = prepare_durable_run(body, SETTINGS, store.event, store.checkpoint, None, first)
-    task = asyncio.create_task(run.run())
-    deadline = time.monotonic() + 5
-    while first.calls[("x", 3)] == 0:
-        assert time.monotonic() < deadline, "item 3 never started"
-        await asyncio.sleep(0.005)
-    store.crash()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await run_until_crash(body, store, lambda _: first.calls[("x", 3)] > 0, first)
     assert [first.calls[("y", i)] for i in items] == [1, 1, 1, 0, 0, 0]
 
     kept = store.cut(len(store.events))  # what the store held when the process stopped
@@ -231,3 +221,18 @@ async def test_parallelism_bounds_the_items_running_at_once():
     snapshot = await run_durably(around(iteration, {"items": list(range(12))}), store, invoker=invoker)
     assert snapshot["status"] == "completed"
     assert invoker.most == 3
+
+
+async def test_a_run_resumes_two_levels_down_from_scoped_checkpoints():
+    each = {"type": "iteration", "flow": chain(("leaf", {"type": "test_echo"}))}
+    body = around({"type": "sub_flow", "flow": chain(("each", each))}, {"items": [1, 2, 3]}, flow_id="resume-deep")
+    store = Store()
+    await run_durably(body, store)
+    keys = {cp.element_id for cp in store.checkpoints}
+    assert {"n\x1f0\x1feach", "n\x1f0\x1feach\x1f2\x1fleaf"} <= keys
+    third_item = next(e.seq for e in store.events if e.scope and len(e.scope) == 2 and e.scope[1]["index"] == 2)
+    kept = store.cut(third_item - 1)
+    invoker = GaugeInvoker()
+    snapshot = await run_durably(body, kept, kept.resume(), invoker)
+    assert [r["item"] for r in snapshot["outputs"]["results"]] == [1, 2, 3]
+    assert [invoker.calls[("leaf", i)] for i in range(3)] == [0, 0, 1]
