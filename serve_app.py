@@ -11,7 +11,8 @@ Contract: routes only translate HTTP to calls on the coordinator and streamer ac
   history, newest first: `status`, `limit`, `before` cursor), `GET /flows/{id}`,
   `GET /flows/{id}/events?after_seq=N&limit=M` (paginated, from the run store),
   `GET /flows/{id}/elements/{element_id}` (an element's checkpoint, full outputs),
-  `POST /flows/{id}/cancel`, OpenAPI at `/docs`. Bearer auth when `API_KEY` / `API_KEYS` is
+  `GET /flows/{id}/stream` (Server-Sent Events: replay, then live until `flow_completed`),
+  `POST /flows/{id}/cancel`, OpenAPI at `/docs`; the run inspector at `/ui` (`web.inspector`). Bearer auth when `API_KEY` / `API_KEYS` is
   set; a flow is visible only to the caller that started it (404 to everyone else).
 """
 
@@ -22,7 +23,7 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
 
@@ -41,7 +42,7 @@ from engine.validation import Validation
 from engine.validation_offload import validate_off_loop
 from runtime.catalog import builtin_registry
 from services.sandbox.isolation import make_undumpable
-from web import guards
+from web import guards, inspector, sse
 from web.guards import error_problems
 from web.request_body import BodyTooLarge, BodyTooSlow, read_body, refusal
 from web.schemas import (
@@ -66,6 +67,7 @@ api = FastAPI(
     version="0.1.0",
 )
 guards.install(api)
+api.include_router(inspector.router)
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -224,6 +226,37 @@ class FlowExecutorIngress:
             return _not_found(flow_id)
         body = '{"flow_id":' + json.dumps(flow_id) + ',"events":[' + ",".join(texts) + "]}"  # stored JSON as is
         return Response(body, media_type="application/json")
+
+    @api.get("/flows/{flow_id}/definition", responses={404: {}})
+    async def flow_definition(self, flow_id: str, request: Request) -> Any:
+        """The run's `flow_definition` as submitted (what the run inspector draws)."""
+        found = await self._coordinator(flow_id).definition.remote(flow_id, _caller(request))
+        if found is None:
+            return _not_found(flow_id)
+        return {"flow_id": flow_id, "flow_definition": found}
+
+    @api.get(
+        "/flows/{flow_id}/stream",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}, 404: {}},
+    )
+    async def flow_stream(self, flow_id: str, request: Request, after_seq: int = Query(0, ge=0)) -> Any:
+        """Server-Sent Events: the run's events after `after_seq` (or the `Last-Event-ID`
+        header), then live until `flow_completed`; `data` is the event as Backend 2 gets it."""
+        coordinator = self._coordinator(flow_id)
+        owner = _caller(request)
+        after = sse.start_seq(after_seq, request.headers.get("last-event-id"))
+        first: list[str] | None = await coordinator.wait_events.remote(flow_id, after, 500, owner, 0)
+        if first is None:
+            return _not_found(flow_id)
+
+        async def fetch(after_seq: int, timeout: float) -> list[str] | None:
+            page: list[str] | None = await coordinator.wait_events.remote(flow_id, after_seq, 500, owner, timeout)
+            return page
+
+        return StreamingResponse(
+            sse.event_stream(fetch, after, first), media_type="text/event-stream", headers=sse.HEADERS
+        )
 
     @api.get("/flows/{flow_id}/elements/{element_id}", response_model=ElementOut, responses={404: {}})
     async def flow_element(self, flow_id: str, element_id: str, request: Request) -> Any:

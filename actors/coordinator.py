@@ -44,7 +44,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import ray
@@ -81,6 +81,14 @@ EVENTS_PAGE_MAX = 5_000
 
 
 @dataclass
+class _Readers:
+    """The live readers of one flow waiting for its next commit (`wait_events`)."""
+
+    committed: asyncio.Event = field(default_factory=asyncio.Event)
+    count: int = 0
+
+
+@dataclass
 class _ActiveFlow:
     run: FlowRun
     task: asyncio.Task[None]
@@ -110,6 +118,7 @@ class FlowCoordinatorCore:
             max_event_bytes=self.settings.max_event_bytes,
             value_max_bytes=self.settings.event_value_max_bytes,
             on_store_failure=self._store_failed,
+            on_committed=self._committed,
         )
         self.services = services
         self.invoker = RayInvoker()
@@ -123,6 +132,7 @@ class FlowCoordinatorCore:
         self._continuing: set[str] = set()  # paused runs being loaded to go on (resume, cancel, wake)
         self._ready: asyncio.Task[list[str]] | None = None
         self._pruned_at = 0.0
+        self._readers: dict[str, _Readers] = {}  # flows whose live readers wait for their next commit
 
     async def _ready_once(self) -> None:
         """The first call opens the store and resumes the unfinished runs this coordinator owns."""
@@ -456,6 +466,15 @@ class FlowCoordinatorCore:
             return None
         return record.snapshot or _pending_snapshot(record)
 
+    async def definition(self, flow_id: str, owner: str | None = None) -> dict[str, Any] | None:
+        """The run's flow definition as it was submitted (secrets masked), for the run inspector."""
+        await self._ready_once()
+        record = await self._record(flow_id, owner)
+        if record is None:
+            return None
+        found: dict[str, Any] = self.redactor.scrub(json.loads(record.body)["flow_definition"])
+        return found
+
     async def element(self, flow_id: str, element_id: str, owner: str | None = None) -> dict[str, Any] | None:
         """One element's checkpoint with its full outputs (events may carry them shortened)."""
         if await self.status(flow_id, owner) is None:
@@ -479,6 +498,34 @@ class FlowCoordinatorCore:
                 break
             page.append(text)
         return page
+
+    async def wait_events(
+        self, flow_id: str, after_seq: int, limit: int, owner: str | None = None, timeout: float = 15.0
+    ) -> list[str] | None:
+        """`events`, but when there is nothing after `after_seq` yet, wait up to `timeout` seconds
+        for the flow's next commit (a live reader's long poll); [] when none came."""
+        readers = self._readers.get(flow_id) or self._readers.setdefault(flow_id, _Readers())
+        readers.count += 1
+        try:
+            page = await self.events(flow_id, after_seq, limit, owner)  # after joining: no commit is missed
+            if page is None or page or timeout <= 0:
+                return page
+            try:
+                await asyncio.wait_for(readers.committed.wait(), timeout)
+            except TimeoutError:
+                return []
+            return await self.events(flow_id, after_seq, limit)
+        finally:
+            readers.count -= 1
+            if readers.count == 0 and self._readers.get(flow_id) is readers:
+                del self._readers[flow_id]
+
+    def _committed(self, flow_ids: list[str]) -> None:
+        """Wake the live readers of these flows (a new set of readers waits for the next commit)."""
+        for flow_id in flow_ids:
+            readers = self._readers.pop(flow_id, None)
+            if readers is not None:
+                readers.committed.set()
 
     async def runs(self, owner: str | None, status: str | None, limit: int, before: str | None) -> dict[str, Any]:
         """A page of the run history, newest first (see `RunStore.list_runs`)."""

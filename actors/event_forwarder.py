@@ -13,7 +13,9 @@ fitted first (`engine.event_log.fit_event`: values over `EVENT_VALUE_MAX_BYTES` 
 over `MAX_EVENT_BYTES` become a marker with size and preview; the full outputs stay in the
 element's checkpoint). A commit that fails is retried `_COMMIT_ATTEMPTS` times; if it still
 fails, `on_store_failure(flow_ids, message)` is called (the coordinator stops those runs
-loudly) and the events are still handed to the streamer, so Backend 2 hears of it. One call is in flight at a time; what arrives meanwhile goes in the next.
+loudly) and the events are still handed to the streamer, so Backend 2 hears of it. After each
+commit `on_committed(flow_ids)` says whose events are now in the store (readers of a live run
+wait for it). One call is in flight at a time; what arrives meanwhile goes in the next.
 So an idle flow's `flow_started` or LLM token leaves at once (the token relay goal is p99 ≤ 5 ms
 to Backend 2), a flow of inline elements is one entry of one call, and under load a thousand
 streaming flows share each actor call instead of paying one per token.
@@ -122,12 +124,14 @@ class EventOutbox:
         max_event_bytes: int,
         value_max_bytes: int,
         on_store_failure: StoreFailure = lambda flow_ids, message: None,
+        on_committed: Callable[[list[str]], None] = lambda flow_ids: None,
     ):
         self._streamer = streamer
         self._store = store
         self._max_event_bytes = max_event_bytes
         self._value_max_bytes = value_max_bytes
         self._on_store_failure = on_store_failure
+        self._on_committed = on_committed
         self._pending: dict[str, _Pending] = {}
         self._flush: asyncio.Task[None] | None = None
         self._sent_final: dict[str, asyncio.Future[None]] = {}
@@ -175,6 +179,7 @@ class EventOutbox:
                 batch, self._pending = self._pending, {}
                 encoded = {fid: self._encoded(fid, p.messages) for fid, p in batch.items()}
                 await self._commit(batch, encoded)
+                self._on_committed(list(batch))
                 await self._publish(
                     [(fid, p.url, b"[" + b",".join(encoded[fid]) + b"]", p.final) for fid, p in batch.items()]
                 )

@@ -1,6 +1,7 @@
 """Request guards: optional bearer-token auth naming the caller, and FastAPI's 422s in our format.
 
-Contract: when `API_KEY` or `API_KEYS` is set, every path but `/health` needs
+Contract: when `API_KEY` or `API_KEYS` is set, every path but `/health` and the run
+inspector's page and static files (`/ui`, `/ui/...`: no run data; the page asks for the token) needs
 `Authorization: Bearer <key>`; otherwise 401 without echoing anything back. The token is
 compared in constant time with every configured key (no early exit that would time which key
 matched a prefix). The request's caller — `request.state.caller` — is the name `API_KEYS`
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/health"})
+OPEN_PREFIX = "/ui"  # the run inspector's page and its static files: no data; the page asks for the token
 
 
 class BearerAuth:
@@ -41,11 +43,15 @@ class BearerAuth:
         if scope["type"] == "http":
             keys = get_settings().caller_keys()
             caller = _caller(scope, keys) if keys else ""
-            if caller is None and _route(scope) not in OPEN_PATHS:
+            if caller is None and not _is_open(_route(scope)):
                 await _reject(send)
                 return
             scope.setdefault("state", {})["caller"] = caller or ""
         await self.app(scope, receive, send)
+
+
+def _is_open(route: str) -> bool:
+    return route in OPEN_PATHS or route == OPEN_PREFIX or route.startswith(OPEN_PREFIX + "/")
 
 
 def _route(scope: Scope) -> str:

@@ -119,9 +119,10 @@ def test_flows_belong_to_the_caller_that_started_them(owned_service, backend2):
     assert httpx.post(f"{owned_service}/execute", json=body, timeout=30).status_code == 401
     assert httpx.post(f"{owned_service}/execute", json=body, headers=as_caller("alice"), timeout=30).status_code == 200
     backend2.wait_for_completion(f"ws/{flow_id}")
-    for path in (f"/flows/{flow_id}", f"/flows/{flow_id}/events"):
+    for path in (f"/flows/{flow_id}", f"/flows/{flow_id}/events", f"/flows/{flow_id}/stream"):
         assert httpx.get(owned_service + path, headers=as_caller("alice")).status_code == 200
         assert httpx.get(owned_service + path, headers=as_caller("bob")).status_code == 404
+        assert httpx.get(owned_service + path).status_code == 401
     assert httpx.post(f"{owned_service}/flows/{flow_id}/cancel", headers=as_caller("bob")).status_code == 404
     resume = {"element_id": "x", "inputs": {}}
     rerun = {"flow_id": f"{flow_id}-again", "backend2_ws_url": backend2.url("ws/again"), "from_element": "start-1"}
