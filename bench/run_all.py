@@ -27,6 +27,7 @@ BENCHMARKS = [
     ("custom_code sandbox", "bench.bench_custom_code"),
     ("Run store: cost of persistence", "bench.bench_run_store"),
     ("Iteration: 1,000 items vs LangGraph Send", "bench.bench_iteration"),
+    ("The service beside a single-process FastAPI + LangGraph peer", "bench.bench_peer"),
 ]
 LIMIT_SECONDS = 300
 
