@@ -12,7 +12,8 @@ Contract: routes only translate HTTP to calls on the coordinator and streamer ac
   `GET /flows/{id}/events?after_seq=N&limit=M` (paginated, from the run store),
   `GET /flows/{id}/elements/{element_id}` (an element's checkpoint, full outputs),
   `GET /flows/{id}/stream` (Server-Sent Events: replay, then live until `flow_completed`),
-  `POST /flows/{id}/cancel`, OpenAPI at `/docs`; the run inspector at `/ui` (`web.inspector`). Bearer auth when `API_KEY` / `API_KEYS` is
+  `POST /flows/{id}/cancel`, OpenAPI at `/docs`; the run inspector at `/ui` (`web.inspector`),
+  the JSON Schemas of the flow body and of the events at `/schemas/flow`, `/schemas/events`. Bearer auth when `API_KEY` / `API_KEYS` is
   set; a flow is visible only to the caller that started it (404 to everyone else).
 """
 
@@ -42,7 +43,7 @@ from engine.validation import Validation
 from engine.validation_offload import validate_off_loop
 from runtime.catalog import builtin_registry
 from services.sandbox.isolation import make_undumpable
-from web import guards, inspector, sse
+from web import guards, inspector, schema_routes, sse
 from web.guards import error_problems
 from web.request_body import BodyTooLarge, BodyTooSlow, read_body, refusal
 from web.schemas import (
@@ -68,6 +69,7 @@ api = FastAPI(
 )
 guards.install(api)
 api.include_router(inspector.router)
+api.include_router(schema_routes.router)
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -129,6 +129,7 @@ class ElementDefinition(BaseModel):
     timeout: float | None = Field(default=None, gt=0, le=86400)
     retry: RetryPolicy | None = None
     config: dict[str, Any] = Field(default_factory=dict)
+    position: Any = None  # where the builder draws it (e.g. {"x": 120, "y": 40}); not used to run
 
     def settings(self) -> dict[str, Any]:
         """Type-specific configuration: extra top-level keys, overridden by `config`."""

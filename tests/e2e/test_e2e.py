@@ -12,6 +12,7 @@ import pytest
 from tests.fixtures.sandbox import sandbox_runs
 from tests.fixtures.service import free_port
 from tests.ray_state import wait_for_tasks
+from tests.schema_checks import flow_problems
 
 pytestmark = pytest.mark.ray
 
@@ -39,7 +40,13 @@ def seed_flow(backend2, flow_id=None, **changes):
 
 
 def post(service, body, **kwargs):
-    return httpx.post(f"{service}/execute", json=body, timeout=30, **kwargs)
+    """POST /execute; a body the service accepts (200) must match the published flow schema too
+    (bodies a test sends to be refused are not held to it)."""
+    response = httpx.post(f"{service}/execute", json=body, timeout=30, **kwargs)
+    if response.status_code == 200:
+        problems = flow_problems(body)
+        assert not problems, f"the service accepted a body its flow schema refuses: {problems}"
+    return response
 
 
 def test_health_and_docs(service):
@@ -55,7 +62,16 @@ def test_health_and_docs(service):
         "/flows/{flow_id}/cancel",
         "/flows/{flow_id}/resume",
         "/flows/{flow_id}/rerun",
+        "/flows/{flow_id}/stream",
+        "/flows/{flow_id}/definition",
+        "/schemas/flow",
+        "/schemas/events",
     } <= set(spec["paths"])
+    flow_schema = httpx.get(f"{service}/schemas/flow").json()
+    branches = {branch["$ref"] for branch in flow_schema["$defs"]["ElementDefinition"]["oneOf"]}
+    assert {f"#/$defs/element.{name}" for name in ("iteration", "loop", "sub_flow", "llm_text", "case")} <= branches
+    events = httpx.get(f"{service}/schemas/events").json()
+    assert "llm_chunk" in json.dumps(events["oneOf"])
 
 
 def test_health_reports_the_sandbox_isolation_level(service):

@@ -145,3 +145,19 @@ def test_ten_thousand_element_chain_with_cycle_does_not_recurse_too_deep():
     settings = Settings(max_flow_elements=10_000, max_flow_connections=10_000)
     found, _ = problems(flow(elements, connections, start="e0"), settings)
     assert found[("flow_definition.connections", "error")] == "cycle: e1 → e2 → e3 → e4 → e5 → … (9,999 elements)"
+
+
+def test_the_builders_position_is_accepted_on_every_element_whatever_its_config_allows():
+    body = flow(
+        {
+            "s": {"type": "start", "position": {"x": 0, "y": 0}},
+            "c": {
+                "type": "case",
+                "position": {"x": 200, "y": 40},
+                "cases": [{"id": "a", "conditions": [{"field": "x", "operator": "==", "value": 1}]}],
+            },
+            "e": {"type": "end", "position": [400, 40]},
+        },
+        [("s", "c"), ("c", "e", "a")],
+    )
+    assert validate_request(body, Settings()).errors == []

@@ -5,6 +5,13 @@ It records every message per path (`messages`; `unique` is what a Backend 2 dedu
 closing handshake, messages read but not yet processed are lost) and restarted on the same
 port, and can read slowly (`read_delay` seconds per message). Usable from sync code and from
 another event loop: it runs in its own thread and loop.
+
+Every message it records is checked against the service's published events schema
+(`web.json_schemas.events_schema`, built-in element types): `schema_violations` lists those
+that do not match (`<path> seq <n>: <reason>`); `take_schema_violations()` returns them and
+starts afresh; `skip_unchecked()` counts what was recorded so far as checked without checking
+it. A message is checked when the violations are read, not on arrival, so checking never
+delays reading or changes the arrival times tests measure; each message is checked once.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from tests.schema_checks import event_problems
+
 
 class FakeBackend2:
     def __init__(self, port: int = 0, read_delay: float = 0.0, on_message=None, max_size: int | None = 2**20):
@@ -27,6 +36,8 @@ class FakeBackend2:
         self.on_message = on_message  # called (in the server's thread) with each decoded message
         self.read_delay = read_delay
         self.raw: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._checked: dict[str, int] = defaultdict(int)  # per path: how many of `raw` were checked
+        self._violations: list[str] = []
         self.connections = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-backend2")
@@ -87,6 +98,32 @@ class FakeBackend2:
             self.on_message(decoded)
         with self._lock:
             self.raw[path].append(decoded)
+
+    @property
+    def schema_violations(self) -> list[str]:
+        """Every recorded message that does not match the events schema (checked now if new)."""
+        with self._lock:
+            fresh = [(path, messages[self._checked[path] :]) for path, messages in self.raw.items()]
+            for path, messages in self.raw.items():
+                self._checked[path] = len(messages)
+        for path, messages in fresh:
+            for message in messages:
+                seq = message.get("seq") if isinstance(message, dict) else None
+                self._violations += [f"{path} seq {seq}: {problem}" for problem in event_problems(message)]
+        return list(self._violations)
+
+    def skip_unchecked(self) -> None:
+        """Count every message recorded so far as checked, unchecked (they are earlier tests')."""
+        with self._lock:
+            for path, messages in self.raw.items():
+                self._checked[path] = len(messages)
+        self._violations.clear()
+
+    def take_schema_violations(self) -> list[str]:
+        """`schema_violations`, then forget them (messages already checked stay checked)."""
+        found = self.schema_violations
+        self._violations.clear()
+        return found
 
     def messages(self, path: str) -> list[dict[str, Any]]:
         with self._lock:
