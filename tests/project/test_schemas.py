@@ -22,9 +22,9 @@ import re
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from jsonschema import Draft7Validator, Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
@@ -399,13 +399,13 @@ def test_a_message_that_does_not_match_is_named():
 # -- routes, AsyncAPI file, fake Backend 2 --------------------------------------------------------
 
 
-def test_the_routes_answer_the_documents_built_once():
+async def test_the_routes_answer_the_documents_built_once():
     app = FastAPI()
     app.include_router(schema_routes.router)
-    with TestClient(app) as client:
-        flow = client.get("/schemas/flow")
-        events = client.get("/schemas/events")
-        again = client.get("/schemas/flow")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        flow = await client.get("/schemas/flow")
+        events = await client.get("/schemas/events")
+        again = await client.get("/schemas/flow")
     assert flow.status_code == events.status_code == 200
     assert flow.headers["content-type"] == "application/json"
     assert flow.json() == flow_schema(builtin_registry())
