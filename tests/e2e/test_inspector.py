@@ -72,7 +72,9 @@ def test_a_failed_element_shows_its_error_on_click_and_a_branch_not_taken_is_ski
     node(page, "broken").click()
     error = page.locator("#detail-error")
     error.wait_for(timeout=STATE_TIMEOUT_MS)
-    assert error.text_content().startswith("path_not_found: selector 'broken': path 'no.such.field' has no 'no'")
+    assert error.text_content().startswith(
+        "path_not_found: selector 'Broken selector': path 'no.such.field' has no 'no'"
+    )
     assert page.locator("#detail-state").text_content() == "failed"
     edge_labels = page.locator("g.edge text").all_text_contents()
     assert {"big", "vip", "default"} <= set(edge_labels)  # branch names on the case's edges
