@@ -54,7 +54,13 @@ async def figures(
     rate = await flow_throughput(base, backend2, arrivals, THROUGHPUT_SECONDS)
     flows = rate * (time.perf_counter() - t0)
     cpu_ms = (cpu() - cpu0) * 1000 / max(flows, 1)
-    return {"flow_started_p50": statistics.median(started), "flows_per_s": rate, "cpu_per_flow": cpu_ms}
+    total = 20 + LATENCY_FLOWS + flows
+    return {
+        "flow_started_p50": statistics.median(started),
+        "flows_per_s": rate,
+        "cpu_per_flow": cpu_ms,
+        "flows_total": total,
+    }
 
 
 def start_peer() -> tuple[subprocess.Popen[bytes], str]:
@@ -83,6 +89,23 @@ def replica_base() -> str:
     raise RuntimeError("no ingress replica answers on ports 30000-30049")
 
 
+def cpu_by_kind(outside: set[int]) -> dict[str, float]:
+    """CPU seconds of this process's descendants but `outside`, by kind: the Ray actor or task
+    class a worker runs (`ray::FlowCoordinator.…` → `FlowCoordinator`), else the process name."""
+    kinds: dict[str, float] = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.pid in outside or child.ppid() in outside:
+                continue
+            title = " ".join(child.cmdline()) or child.name()
+            kind = title.split("ray::", 1)[1].split(".")[0].split(" ")[0] if title.startswith("ray::") else child.name()
+            times = child.cpu_times()
+            kinds[kind] = kinds.get(kind, 0.0) + times.user + times.system
+        except psutil.Error:
+            continue
+    return kinds
+
+
 def process_cpu(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return times.user + times.system
@@ -107,7 +130,9 @@ def main() -> None:
                 if args.direct_ingress:
                     base = replica_base()
                 outside = {backend2.process.pid, peer.pid}
+                kinds0 = cpu_by_kind(outside)
                 ours = asyncio.run(figures(base, backend2, arrivals, lambda: server_cpu_seconds(outside)))
+                kinds1 = cpu_by_kind(outside)
                 theirs = asyncio.run(figures(peer_base, backend2, arrivals, lambda: process_cpu(peer.pid)))
     finally:
         peer.kill()
@@ -116,6 +141,11 @@ def main() -> None:
         print(f"peer_{name}: {theirs[name]:.2f} {unit}")
         print(f"service_vs_peer_{name}: {ours[name] / theirs[name]:.2f} x")
     print(f"flow_started_p50_service_minus_peer: {ours['flow_started_p50'] - theirs['flow_started_p50']:.2f} ms")
+    flows = ours["flows_total"]
+    spent = {kind: kinds1[kind] - kinds0.get(kind, 0.0) for kind in kinds1}
+    for kind, seconds in sorted(spent.items(), key=lambda item: -item[1]):
+        if seconds * 1000 / flows >= 0.05:  # the whole measurement (latency and throughput rounds)
+            print(f"service_cpu_per_flow_{kind}: {seconds * 1000 / flows:.2f} ms")
     cpu_ok = ours["cpu_per_flow"] <= GOALS["cpu_per_flow"] * theirs["cpu_per_flow"]
     rate_ok = ours["flows_per_s"] >= GOALS["flows_per_s"] * theirs["flows_per_s"]
     latency_ok = ours["flow_started_p50"] <= theirs["flow_started_p50"] + GOALS["flow_started_p50_plus_ms"]
