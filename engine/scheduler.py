@@ -147,12 +147,13 @@ class FlowRun:
         if self.nesting is None:
             self.emitter = EventEmitter(self.plan.flow_id, self.sink, self.redactor, last_seq)
             self._guard = RunGuard(self.settings.max_element_runs_per_flow, self.settings.max_flow_depth, self._trip)
+            self._depth, self._key_prefix = 0, ""
         else:
             self.emitter = self.nesting.emitter
             self._guard = self.nesting.guard
-        prefix = self.nesting.key_prefix if self.nesting else ""
+            self._depth, self._key_prefix = self.nesting.depth, self.nesting.key_prefix
         self.records = {
-            eid: ElementRecord(eid, el.type_name, key=prefix + eid if prefix else "")
+            eid: ElementRecord(eid, el.type_name, key=self._key_prefix + eid if self._key_prefix else "")
             for eid, el in self.plan.elements.items()
         }
         self.outputs: dict[str, Any] = {}
@@ -365,7 +366,7 @@ class FlowRun:
         outputs, or `SubFlowFailed` naming the inner element that failed it. A run the store
         holds checkpoints of (the flow is resuming) goes on from them: what completed is not
         run again."""
-        depth = (self.nesting.depth if self.nesting else 0) + 1
+        depth = self._depth + 1
         if not self._guard.depth_allowed(depth):
             raise SubFlowFailed(f"sub-flows nest more than {self._guard.max_depth} levels deep (MAX_FLOW_DEPTH)")
         checkpoints = self._nested_checkpoints.pop((element_id, index), None)
@@ -383,7 +384,7 @@ class FlowRun:
                 self.emitter.nested(element_id, index),
                 self._guard,
                 depth,
-                (self.nesting.key_prefix if self.nesting else "") + scoped_key(element_id, index, ""),
+                self._key_prefix + scoped_key(element_id, index, ""),
                 self._cancel_reason_inside,
             ),
         )

@@ -1,17 +1,11 @@
 """The README is built from docs/: every built-in element type has its page, and the README
 holds every page (run `bash docs/build_readme.sh` after editing docs/)."""
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.project.docs_scripts import ROOT, docs_script
 
 
 def element_pages():
-    spec = importlib.util.spec_from_file_location("element_pages", ROOT / "docs" / "element_pages.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return docs_script("element_pages")
 
 
 def test_every_element_type_has_a_page_and_every_page_a_type():

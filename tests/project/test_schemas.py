@@ -16,7 +16,6 @@ the service really accepts and sends; docs/asyncapi.yaml is the one the code giv
 """
 
 import copy
-import importlib.util
 import json
 import re
 import time
@@ -43,6 +42,7 @@ from tests.engine.test_resume import Store
 from tests.engine_doubles import TEST_REGISTRY, run_local, validate_request
 from tests.fakes.backend2 import FakeBackend2
 from tests.nesting_flows import around, sub
+from tests.project.docs_scripts import docs_script
 from tests.schema_checks import event_branch_validators, event_problems, events_validator, flow_problems, problems
 from web import schema_routes
 from web.json_schemas import asyncapi_document, events_schema, flow_schema
@@ -414,10 +414,7 @@ async def test_the_routes_answer_the_documents_built_once():
 
 
 def asyncapi_script():
-    spec = importlib.util.spec_from_file_location("asyncapi_script", ROOT / "docs" / "asyncapi.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return docs_script("asyncapi")
 
 
 def test_docs_asyncapi_yaml_is_up_to_date():
