@@ -1,6 +1,6 @@
 """HTTP ingress: a Ray Serve deployment wrapping a FastAPI app. `serve run serve_app:app`.
 
-Contract: routes only translate HTTP to calls on the coordinator and streamer actors and back.
+Contract: routes only translate HTTP to calls on the coordinator actors and back.
 - `POST /execute` → 200 `started` before the flow runs to its end; 422 with every problem and
   its JSON path (nothing started); 409 when the flow id is running; 413 over `MAX_REQUEST_BYTES`
   (checked while reading, chunked bodies too); 408 when the body takes longer than
@@ -28,8 +28,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
 
-from actors.directory import ensure_actors
-from actors.names import coordinator_index, get_streamer
+from actors.directory import cluster_hosts, ensure_coordinators, store_problem
+from actors.names import coordinator_index
 from actors.ray_types import remote_view
 from actors.sandbox import SandboxActorClient
 from engine.contracts import CancelOutcome, ResumeOutcome, RunSnapshot, SubmitOutcome
@@ -98,8 +98,10 @@ class FlowExecutorIngress:
         self.settings = get_settings()
         self.registry = builtin_registry()
         configure_logging(self.settings)
-        self.coordinators = ensure_actors(self.settings.coordinator_count)
-        self.streamer = get_streamer()
+        problem = store_problem(self.settings.run_store_kind(), cluster_hosts())
+        if problem is not None:
+            raise RuntimeError(problem)  # Serve reports the replica's failure to start, with this message
+        self.coordinators = ensure_coordinators(self.settings.coordinator_count, self.settings.coordinator_resource)
         self.isolation: str | None = None if self.settings.allow_custom_code else "disabled"
         self._isolation_query: asyncio.Future[None] | None = None
 
@@ -182,9 +184,9 @@ class FlowExecutorIngress:
             log.warning("the custom-code sandbox did not report its isolation level: %s", exc)
 
     async def check_health(self) -> None:
-        """Serve's periodic replica check: also wakes restarted coordinators and the streamer,
+        """Serve's periodic replica check: also wakes restarted coordinators and their streamers,
         which then resume the runs and deliveries the store holds open."""
-        await asyncio.gather(self.streamer.stats.remote(), *(c.stats.remote() for c in self.coordinators))
+        await asyncio.gather(*(c.stats.remote() for c in self.coordinators))
 
     @api.get("/flows", response_model=RunsOut)
     async def flow_history(
@@ -212,7 +214,7 @@ class FlowExecutorIngress:
         snapshot: RunSnapshot | None = await self._coordinator(flow_id).status.remote(flow_id, _caller(request))
         if snapshot is None:
             return _not_found(flow_id)
-        delivery = await self.streamer.delivery_state.remote(flow_id)
+        delivery = await self._coordinator(flow_id).delivery_state.remote(flow_id)
         return FlowStatusOut(**snapshot, delivery=delivery)
 
     @api.get("/flows/{flow_id}/events", response_model=EventsOut, responses={404: {}})

@@ -1,7 +1,9 @@
 """FlowCoordinator: the thin Ray shell around the scheduler — orchestration only.
 
 Contract: one async actor runs many flows concurrently (the pool is sized by
-`COORDINATOR_COUNT`; flows are assigned by flow id, see `actors.names`). Runs are durable: the
+`COORDINATOR_COUNT`; flows are assigned by flow id, see `actors.names`). Each coordinator has a
+streamer of its own (`backend2-streamer-<index>`, placed on the coordinator's node when it
+can be) that delivers its flows' events; `delivery_state` asks it, `stats` wakes it. Runs are durable: the
 run store (`engine.run_store`) holds each run's request, status, element checkpoints and
 events, written by the coordinator's `EventOutbox` in one group commit per flush.
 - `submit(body, owner)` validates with the same function as the ingress, records the run in
@@ -48,12 +50,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors import metrics
 from actors.event_forwarder import EventForwarder, EventOutbox
-from actors.names import coordinator_index, get_streamer
+from actors.names import coordinator_index, pool_options, streamer_name
 from actors.placement import RayInvoker
+from actors.ray_types import remote_view
 from actors.sandbox import SandboxActorClient
+from actors.streamer import Backend2Streamer
 from actors.usage import MemoryReclaimer, process_usage
 from engine.contracts import CancelOutcome, ErrorInfo, ProblemInfo, ResumeOutcome, RunSnapshot, SubmitOutcome
 from engine.events import EventEmitter, Redactor
@@ -600,6 +605,14 @@ def _pending_snapshot(record: RunRecord) -> RunSnapshot:
     }
 
 
+def _own_streamer(index: int, count: int, resource: str) -> Any:
+    """Streamer `index`, created on this node when it does not exist yet (elsewhere when this
+    node cannot take it); a restarted coordinator finds the one that exists, wherever it runs."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    options = {**pool_options(streamer_name(index), resource), "scheduling_strategy": here}
+    return remote_view(Backend2Streamer).options(**options).remote(index, count)
+
+
 @ray.remote
 class FlowCoordinator(FlowCoordinatorCore):
     def __init__(self, index: int, count: int):
@@ -607,4 +620,18 @@ class FlowCoordinator(FlowCoordinatorCore):
         settings = get_settings()
         configure_logging(settings)
         services = ServiceHub(settings, sandbox=SandboxActorClient(settings))  # custom code runs in the sandbox actor
-        super().__init__(index, count, get_streamer(), services, open_run_store(settings))
+        streamer = _own_streamer(index, count, settings.coordinator_resource)
+        super().__init__(index, count, streamer, services, open_run_store(settings))
+
+    async def pool_size(self) -> int:
+        """The pool size this coordinator was created with (the pool's, see `actors.directory`)."""
+        return self.count
+
+    async def stats(self) -> dict[str, Any]:
+        await self.streamer.stats.remote()  # wakes a restarted streamer: it resumes its open deliveries
+        return await super().stats()
+
+    async def delivery_state(self, flow_id: str) -> dict[str, Any] | None:
+        """The streamer's state of the flow's delivery to Backend 2."""
+        state: dict[str, Any] | None = await self.streamer.delivery_state.remote(flow_id)
+        return state

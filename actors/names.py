@@ -1,23 +1,27 @@
-"""Names and options of the long-lived actors, and which coordinator owns a flow.
+"""Names and options of the long-lived actors, which coordinator owns a flow, and the pool's size.
 
 Contract: actors live in the `flow-executor` namespace under readable names (the dashboard
-shows `flow-coordinator-0`, `backend2-streamer`, `custom-code-sandbox`), created with
+shows `flow-coordinator-0` and its streamer `backend2-streamer-0`, …), created with
 `ACTOR_OPTIONS`: looked up if they exist, detached, restarted when they crash, never retried
 task by task, highly concurrent, holding no CPU. A flow belongs to coordinator
-`crc32(flow_id) % count`, so every replica of the ingress routes a flow id the same way. This
-module creates nothing (see `actors.directory`) and imports no other actor module.
+`crc32(flow_id) % count`, so every replica of the ingress routes a flow id the same way; the
+coordinator of index i publishes its flows' events through streamer i only, so one flow's
+events go out over one WebSocket in seq order and no streamer carries the whole cluster.
+`pool_options(name, resource)` are a pool actor's options: with `COORDINATOR_RESOURCE` set,
+coordinators and streamers require that custom resource (a cluster keeps them, and the secrets
+they hold, off the nodes that run user code). `pool_size(setting, cluster_cpus)` is how many coordinators a new pool gets (`COORDINATOR_COUNT`,
+or `auto`: one per two CPUs of the cluster, at least 2, at most 64). This module creates
+nothing (see `actors.directory`) and imports no other actor module.
 """
 
 from __future__ import annotations
 
 import zlib
-from typing import Any
-
-import ray
+from typing import Any, Literal
 
 NAMESPACE = "flow-executor"
-STREAMER_NAME = "backend2-streamer"
 SANDBOX_NAME = "custom-code-sandbox"
+MAX_POOL = 64
 ACTOR_OPTIONS: dict[str, Any] = {
     "namespace": NAMESPACE,
     "get_if_exists": True,
@@ -33,9 +37,25 @@ def coordinator_name(index: int) -> str:
     return f"flow-coordinator-{index}"
 
 
+def streamer_name(index: int) -> str:
+    """The streamer of coordinator `index` (it delivers that coordinator's flows only)."""
+    return f"backend2-streamer-{index}"
+
+
+def pool_options(name: str, resource: str) -> dict[str, Any]:
+    """Options of a coordinator or streamer named `name`, requiring `resource` when set."""
+    return {"name": name, **ACTOR_OPTIONS, **({"resources": {resource: 0.01}} if resource else {})}
+
+
 def coordinator_index(flow_id: str, count: int) -> int:
     return zlib.crc32(flow_id.encode("utf-8", "surrogatepass")) % count
 
 
-def get_streamer() -> Any:
-    return ray.get_actor(STREAMER_NAME, namespace=NAMESPACE)
+def pool_size(setting: int | Literal["auto"], cluster_cpus: float) -> int:
+    """Coordinators of a new pool: the setting, or for `auto` one per two CPUs (2 to 64).
+
+    A coordinator and its streamer each use up to one core when busy; the rest of a node's
+    CPUs go to the ingress, Ray and the elements' own work."""
+    if setting != "auto":
+        return setting
+    return max(2, min(MAX_POOL, int(cluster_cpus // 2)))

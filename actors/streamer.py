@@ -52,7 +52,8 @@ Contract:
   store before publishing them, so the store holds everything produced. The streamer records
   the last seq Backend 2 confirmed per flow in the store (batched, every
   `CONFIRM_FLUSH_INTERVAL` s), and a restarted streamer resumes every open delivery of the
-  store from there (`resume_open_deliveries`, run by its first call): Backend 2 may see a few
+  store from there (`resume_open_deliveries`, run by its first call; only the flows it `owns`,
+  i.e. its coordinator's, when the pool has several streamers): Backend 2 may see a few
   events again (dedupe by seq), never a gap. A publish for a flow it does not know whose first
   seq is not 1 is backfilled from the store first.
 - A message Backend 2 refuses (it closes the connection with 1003, 1007 or 1009) is found and
@@ -70,7 +71,7 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
 from actors import metrics
+from actors.names import coordinator_index
 from actors.usage import MemoryReclaimer, process_usage
 from engine.destinations import Destination, DestinationError, OutboundPolicy, parse_ws_url, redact_text, safe_url
 from engine.event_log import EventLogStore, FlowEventLog, Message, encode_event
@@ -165,9 +167,11 @@ class StreamerCore:
         ack_timeout: float = ACK_TIMEOUT,
         extra_denied_ports: Iterable[int] = (),
         store: RunStore | None = None,
+        owns: Callable[[str], bool] = lambda _flow_id: True,
     ):
         self.settings = settings
         self.store = store
+        self._owns = owns  # the flows of the store this streamer delivers (its coordinator's)
         self._ready: asyncio.Task[int] | None = None
         self._confirmed: dict[str, int] = {}  # flow id → delivered seq not yet written to the store
         self._confirm_flush: asyncio.Task[None] | None = None
@@ -209,7 +213,7 @@ class StreamerCore:
         await self.store.open()
         opened = 0
         for open_delivery in await self.store.open_deliveries():
-            if open_delivery.flow_id in self.flows:
+            if open_delivery.flow_id in self.flows or not self._owns(open_delivery.flow_id):
                 continue
             delivery = await self._open_from_store(open_delivery.flow_id, open_delivery.backend2_ws_url)
             if open_delivery.finished:
@@ -651,13 +655,19 @@ class StreamerCore:
 
 @ray.remote(num_cpus=0, max_concurrency=10_000, max_restarts=-1)
 class Backend2Streamer(StreamerCore):
-    """The streamer as an async Ray actor (named `backend2-streamer` by `actors.directory`)."""
+    """The streamer as an async Ray actor: `backend2-streamer-<index>`, the streamer of
+    coordinator `index` of a pool of `count` (see `actors.coordinator`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, index: int = 0, count: int = 1) -> None:
         make_undumpable()  # nothing of this uid (custom code included) may read its environ or memory
         settings = get_settings()
         configure_logging(settings)
-        super().__init__(settings, extra_denied_ports=_cluster_ports(), store=open_run_store(settings))
+        super().__init__(
+            settings,
+            extra_denied_ports=_cluster_ports(),
+            store=open_run_store(settings),
+            owns=lambda flow_id: coordinator_index(flow_id, count) == index,
+        )
 
 
 def _cluster_ports() -> set[int]:

@@ -120,7 +120,7 @@ def main() -> None:
         return
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         asyncio.run(_through_ray(args.runs))
     finally:

@@ -42,9 +42,11 @@ def _waiting(flow_id: str, url: str) -> dict:
 def usage() -> dict[str, dict]:
     import ray
 
-    from actors.names import NAMESPACE, STREAMER_NAME, coordinator_name
+    from actors.names import NAMESPACE, coordinator_name, streamer_name
 
-    names = {f"coordinator {i}": coordinator_name(i) for i in range(2)} | {"streamer": STREAMER_NAME}
+    names = {f"coordinator {i}": coordinator_name(i) for i in range(2)} | {
+        f"streamer {i}": streamer_name(i) for i in range(2)
+    }
     return {label: ray.get(ray.get_actor(name, namespace=NAMESPACE).stats.remote()) for label, name in names.items()}
 
 
@@ -79,7 +81,7 @@ async def resume_each(base: str, arrivals: Arrivals, ids: list[str]) -> tuple[li
 async def settle_connections(timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if usage()["streamer"].get("connections", 0) == 0:
+        if all(stats.get("connections", 0) == 0 for label, stats in usage().items() if label.startswith("streamer")):
             return
         await asyncio.sleep(1)
 

@@ -11,7 +11,7 @@ here and enforced by `engine.validation`.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     custom_code_max_memory_mb: int = Field(default=100, ge=16)
     custom_code_max_cpu_seconds: int = Field(default=10, ge=1)
     sandbox_resource: str = ""  # a custom Ray resource that pins the sandbox actor to dedicated nodes
+    coordinator_resource: str = ""  # a custom Ray resource the coordinators and streamers require
 
     # The run store (see engine.run_store): `sqlite` (default: DATA_DIR/runs.sqlite3), `postgres`
     # (RUN_STORE_URL=postgresql://…; a URL alone selects it) or `memory` (tests, benchmarks).
@@ -65,7 +66,9 @@ class Settings(BaseSettings):
 
     event_retention_seconds: float = Field(default=3600, ge=0)
     event_buffer_limit: int = Field(default=10_000, ge=10)
-    coordinator_count: int = Field(default=2, ge=1, le=64)
+    # FlowCoordinator actors, each with its own streamer: a number (1-64), or `auto`: one per two
+    # CPUs of the cluster when the pool is first created, at least 2 (see `actors.names`).
+    coordinator_count: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
 
     # outbound connections and retention
     backend2_denied_ports: str = "6379,8000,8076,8080,8265,10001-19999,52365"

@@ -399,6 +399,7 @@ def ray_started():
     started = not ray.is_initialized()
     if started:  # a Ray of its own: the actor's run store in memory (the service's Ray has a store directory)
         ray.init(
+            address="local",  # a new local Ray, never a cluster `ray start` left running on the box
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,
@@ -444,3 +445,34 @@ async def test_a_paused_flow_is_forgotten_once_delivered_and_its_resume_delivers
     assert seqs(received) == list(range(1, 8))
     await wait_until(lambda: streamer.flows[flow].task.done(), timeout=15)
     assert (await streamer.delivery_state(flow))["released"]  # finished: counters kept until retention
+
+
+async def test_a_restarted_streamer_of_a_pool_resumes_only_its_coordinators_flows(backend2):
+    """Two streamers on one store, each owning the flows of its coordinator: after a restart each
+    delivers its own open flows from the store and leaves the other's alone."""
+    from actors.names import coordinator_index
+    from engine.run_store import Commit, NewRun
+    from services.run_store.memory import MemoryRunStore
+
+    store = MemoryRunStore()
+    await store.open()
+    flows = [new_flow("pool") for _ in range(6)]
+    for flow in flows:
+        await store.create_run(NewRun(flow, "", b"{}", backend2.url(f"ws/{flow}"), coordinator_index(flow, 2), 1.0))
+    stored = [(flow, e["seq"], json.dumps(e)) for flow in flows for e in events(flow, 1, 3, final=True)]
+    await store.commit(Commit(events=stored))
+    streamers = [
+        StreamerCore(Settings(_env_file=None), store=store, owns=lambda flow, i=i: coordinator_index(flow, 2) == i)
+        for i in range(2)
+    ]
+    try:
+        for streamer in streamers:
+            await streamer.stats()  # the first call resumes the open deliveries of the store
+        for i, streamer in enumerate(streamers):
+            assert sorted(streamer.flows) == sorted(f for f in flows if coordinator_index(f, 2) == i)
+        for flow in flows:
+            await asyncio.to_thread(backend2.wait_for, f"ws/{flow}", lambda ev: len(ev) == 3)
+            assert seqs(backend2.messages(f"ws/{flow}")) == [1, 2, 3]  # each flow once, by its own streamer
+    finally:
+        for streamer in streamers:
+            await streamer.close()

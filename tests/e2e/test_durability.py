@@ -10,7 +10,7 @@ import httpx
 import pytest
 import ray
 
-from actors.names import NAMESPACE, SANDBOX_NAME, STREAMER_NAME, coordinator_name
+from actors.names import NAMESPACE, SANDBOX_NAME, coordinator_index, coordinator_name, streamer_name
 from tests.e2e.test_e2e import EXAMPLES, new_id, post
 
 pytestmark = pytest.mark.ray
@@ -70,7 +70,8 @@ def wait_until(predicate, timeout=60, what="condition"):
 def test_killing_the_streamer_mid_stream_loses_no_event(service, backend2, fake_bedrock):
     body = two_llm_flow(backend2, fake_bedrock)
     path = start_and_wait_for_second_llm(service, backend2, body)
-    ray.kill(ray.get_actor(STREAMER_NAME, namespace=NAMESPACE), no_restart=False)
+    its_streamer = streamer_name(coordinator_index(body["flow_id"], 2))  # the streamer of the flow's coordinator
+    ray.kill(ray.get_actor(its_streamer, namespace=NAMESPACE), no_restart=False)
     events = assert_complete_and_contiguous(backend2, path)
     assert sum(e["type"] == "llm_chunk" for e in events) == 120  # every token of both elements
     assert len(fake_bedrock.requests) == 2  # nothing ran twice: only delivery was interrupted
@@ -93,6 +94,9 @@ def test_killing_every_coordinator_mid_stream_resumes_without_rerunning_settled_
     assert final["status"] == "completed" and final["elements"]["llm-b"]["attempts"] == 2
 
 
+POOL = [coordinator_name(0), coordinator_name(1), streamer_name(0), streamer_name(1)]  # COORDINATOR_COUNT=2
+
+
 def restart_service(service):
     """Stop the whole service — ingress, coordinators, streamer, sandbox — and start it again
     on the same run store, as Ctrl-C of `serve run` and starting it again would."""
@@ -101,12 +105,12 @@ def restart_service(service):
     import serve_app
 
     serve.delete("flow-executor")
-    for name in [STREAMER_NAME, SANDBOX_NAME, coordinator_name(0), coordinator_name(1)]:
+    for name in [*POOL, SANDBOX_NAME]:
         try:
             ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
         except ValueError:  # not created in this session
             pass
-    for name in [STREAMER_NAME, coordinator_name(0), coordinator_name(1)]:
+    for name in POOL:
         wait_until(lambda n=name: _gone(n), 30, f"{name} to stop")
     serve.run(serve_app.app, name="flow-executor", route_prefix="/")
     wait_until(lambda: _healthy(service), 60, "the service to answer again")

@@ -15,14 +15,14 @@ import httpx
 import pytest
 import ray
 
-from actors.names import NAMESPACE, STREAMER_NAME, coordinator_name
+from actors.names import NAMESPACE, coordinator_name, streamer_name
 from tests.growth import growth_problems, leak_limits
 
 pytestmark = pytest.mark.ray
 
 FLOWS_PER_ROUND = 1500
 MEASURED_ROUNDS = 4
-ACTORS = ("coordinator 0", "coordinator 1", "streamer")
+ACTORS = ("coordinator 0", "coordinator 1", "streamer 0", "streamer 1")
 RETENTION_WAIT = 8 + 5 + 3  # EVENT_RETENTION_SECONDS + the streamer's sweep interval + slack
 
 
@@ -59,9 +59,8 @@ async def post_flows(service, backend2, count, clients=16):
 
 
 def usage():
-    actors = [ray.get_actor(coordinator_name(i), namespace=NAMESPACE) for i in range(2)]
-    actors.append(ray.get_actor(STREAMER_NAME, namespace=NAMESPACE))
-    return [ray.get(actor.stats.remote()) for actor in actors]
+    names = [coordinator_name(0), coordinator_name(1), streamer_name(0), streamer_name(1)]
+    return [ray.get(ray.get_actor(name, namespace=NAMESPACE).stats.remote()) for name in names]
 
 
 def settle(service):
@@ -70,7 +69,9 @@ def settle(service):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         stats = usage()
-        if all(s.get("running", 0) == 0 and s.get("retained", 0) == 0 for s in stats[:2]) and stats[2]["flows"] == 0:
+        if all(s.get("running", 0) == 0 and s.get("retained", 0) == 0 for s in stats[:2]) and all(
+            s["flows"] == 0 for s in stats[2:]
+        ):
             return stats
         time.sleep(1)
     raise AssertionError(f"flows or logs were not released: {usage()}")
@@ -103,6 +104,6 @@ def test_rounds_of_flows_leave_no_growth(service, backend2):
     ]
     assert not problems, problems
     end = rounds[-1]
-    assert end[2]["connections"] == 0 and end[2]["events"] == 0
+    assert all(streamer["connections"] == 0 and streamer["events"] == 0 for streamer in end[2:])
     for index, name in enumerate(ACTORS):  # shown with -s; the figures docs/BENCHMARKS.md quotes
         print(name, [(r[index]["rss_bytes"] >> 20, r[index]["python_blocks"], r[index]["open_fds"]) for r in rounds])

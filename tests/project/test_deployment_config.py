@@ -16,6 +16,8 @@ def test_cluster_yaml_passes_rays_validator():
     validate_config(prepared)
     types = prepared["available_node_types"]
     assert types["sandbox"]["resources"]["sandbox"] > 0
+    coordinator_nodes = {name for name, kind in types.items() if kind["resources"].get("coordinator", 0) > 0}
+    assert coordinator_nodes == {"head", "worker"}  # coordinators never land beside user code
     assert prepared["head_node_type"] == "head"
     assert any("serve deploy serve_config.yaml" in c for c in prepared["head_start_ray_commands"])
     assert any("requirements.txt" in c for c in prepared["setup_commands"])
@@ -31,5 +33,6 @@ def test_serve_config_passes_serves_schema():
     app = schema.applications[0]
     assert app.import_path == "serve_app:app"
     assert app.runtime_env["env_vars"]["SANDBOX_RESOURCE"] == "sandbox"
+    assert app.runtime_env["env_vars"]["COORDINATOR_RESOURCE"] == "coordinator"
     deployment = app.deployments[0]
     assert deployment.name == "FlowExecutor"

@@ -1,0 +1,153 @@
+"""Run by tests/e2e/test_node_failure.py in a process of its own: a 3-node Ray cluster on this
+machine (ray.cluster_utils.Cluster: a head and two workers, one CPU each), the service deployed
+on it with the embedded SQLite store (one file: every "node" is on this machine), an LLM flow
+streaming from the fake Bedrock to a websockets Backend 2 — and the worker node that runs the
+flow's coordinator and its streamer killed (not drained) while the tokens stream.
+
+Prints one JSON line with what it saw: where the pool's actors were, what Backend 2 got, how the
+run ended and where its coordinator runs afterwards.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+
+import httpx
+
+CHUNKS = 80
+DELAY = 0.05  # s between tokens: the LLM element streams for ~4 s
+
+os.environ["LOG_LEVEL"] = "WARNING"
+os.environ["COORDINATOR_COUNT"] = "3"
+os.environ["RUN_STORE"] = "sqlite"
+os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="node-failure-store-")
+
+
+def node_of(actor_name: str) -> str:
+    import ray
+    from ray._private.state import actors
+
+    from actors.names import NAMESPACE
+
+    actor = ray.get_actor(actor_name, namespace=NAMESPACE)
+    return str(actors(actor._actor_id.hex())["Address"]["NodeID"])
+
+
+def flow_body(flow_id: str, backend2_url: str) -> dict:
+    from pathlib import Path
+
+    body = json.loads((Path(__file__).resolve().parents[2] / "examples" / "seed_llm.json").read_text())
+    body["flow_id"] = body["flow_definition"]["flow_id"] = flow_id
+    body["backend2_ws_url"] = backend2_url
+    body["config"]["max_execution_time"] = 300
+    return body
+
+
+def flow_id_for(index: int, count: int) -> str:
+    from actors.names import coordinator_index
+
+    while coordinator_index(flow_id := f"node-failure-{uuid.uuid4().hex[:8]}", count) != index:
+        pass
+    return flow_id
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = predicate()
+        except Exception:  # the service is moving off the dead node: ask again
+            found = None
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def main() -> int:
+    import ray
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    from actors.names import coordinator_name, streamer_name
+    from tests.fakes.backend2 import FakeBackend2
+    from tests.fakes.bedrock_server import FakeBedrock
+    from tests.fixtures.bedrock import bedrock_env
+    from tests.fixtures.service import free_port
+
+    bedrock = FakeBedrock().start()
+    os.environ.update(bedrock_env(bedrock) | {"AWS_EC2_METADATA_DISABLED": "true"})
+    backend2 = FakeBackend2().start()
+    fast_failure_detection = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": False, "_system_config": fast_failure_detection},
+    )
+    workers = {cluster.add_node(num_cpus=1).node_id: None for _ in range(2)}
+    nodes = {node.node_id: node for node in cluster.worker_nodes}
+    head_id = cluster.head_node.node_id
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        import serve_app
+
+        port = free_port()
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+        serve.run(serve_app.app, name="flow-executor", route_prefix="/")
+        base = f"http://127.0.0.1:{port}"
+        count = 3
+        placed = {i: (node_of(coordinator_name(i)), node_of(streamer_name(i))) for i in range(count)}
+        victim_index = next(i for i, (coordinator, _s) in placed.items() if coordinator in workers)
+        victim_node = placed[victim_index][0]
+        flow_id = flow_id_for(victim_index, count)
+        path = f"ws/{flow_id}"
+        bedrock.script_text([f"tok{i} " for i in range(CHUNKS)], delay=DELAY)
+        status = httpx.post(f"{base}/execute", json=flow_body(flow_id, backend2.url(path)), timeout=60).status_code
+        backend2.wait_for(path, lambda ev: sum(e["type"] == "llm_chunk" for e in ev) >= 10, 60)
+        cluster.remove_node(nodes[victim_node], allow_graceful=False)  # the process tree dies at once
+        removed_at = time.monotonic()
+        events = backend2.wait_for_completion(path, timeout=240)
+        recovered_s = time.monotonic() - removed_at
+        snapshot = wait_until(
+            lambda: (r := httpx.get(f"{base}/flows/{flow_id}", timeout=10)).status_code == 200 and r.json(),
+            120,
+            "the run's status",
+        )
+        by_seq = {e["seq"]: e for e in events}
+        print(
+            json.dumps(
+                {
+                    "status": status,
+                    "nodes": len(cluster.worker_nodes) + 1,
+                    "coordinator_nodes": sorted({c for c, _s in placed.values()}),
+                    "head": head_id,
+                    "colocated": all(c == s for c, s in placed.values()),
+                    "victim_was_worker": victim_node in workers and victim_node != head_id,
+                    "coordinator_after": node_of(coordinator_name(victim_index)),
+                    "streamer_after": node_of(streamer_name(victim_index)),
+                    "victim_node": victim_node,
+                    "seqs": sorted(by_seq),
+                    "last": by_seq[max(by_seq)],
+                    "chunks": [e["data"].get("chunk") for _s, e in sorted(by_seq.items()) if e["type"] == "llm_chunk"],
+                    "resumed": [e["data"].get("resumed", False) for e in events if e["type"] == "element_started"],
+                    "run_status": snapshot["status"],
+                    "recovered_s": round(recovered_s, 1),
+                }
+            )
+        )
+        return 0
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        cluster.shutdown()
+        backend2.shutdown()
+        bedrock.stop()
+
+
+if __name__ == "__main__":
+    t0 = time.monotonic()
+    code = main()
+    print(f"took {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    sys.exit(code)
