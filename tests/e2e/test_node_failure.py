@@ -27,7 +27,7 @@ def test_the_node_of_a_flows_coordinator_and_streamer_dies_mid_stream_and_the_fl
     seen = run_check("tests.e2e.node_failure_check")
     assert seen["status"] == 200 and seen["nodes"] == 3
     assert len(seen["coordinator_nodes"]) >= 2, "the coordinators were not spread over the nodes"
-    assert seen["colocated"], "a streamer was not placed on its coordinator's node"
+    assert seen["colocated"] >= 1, f"no streamer was placed on its coordinator's node: {seen['placed']}"
     assert seen["victim_was_worker"]
     assert seen["victim_node"] not in (seen["coordinator_after"], seen["streamer_after"])
     assert seen["seqs"] == list(range(1, len(seen["seqs"]) + 1)), "Backend 2 missed an event"
