@@ -2,8 +2,8 @@
 
 Contract: one async actor runs many flows concurrently (the pool is sized by
 `COORDINATOR_COUNT`; flows are assigned by flow id, see `actors.names`). Each coordinator has a
-streamer of its own (`backend2-streamer-<index>`, placed on the coordinator's node when it
-can be) that delivers its flows' events; `delivery_state` asks it, `stats` wakes it. Runs are durable: the
+streamer of its own (`backend2-streamer-<index>`, created on the coordinator's node) that
+delivers its flows' events; `delivery_state` asks it, `stats` wakes it. Runs are durable: the
 run store (`engine.run_store`) holds each run's request, status, element checkpoints and
 events, written by the coordinator's `EventOutbox` in one group commit per flush.
 - `submit(body, owner)` validates with the same function as the ingress, records the run in
@@ -606,9 +606,12 @@ def _pending_snapshot(record: RunRecord) -> RunSnapshot:
 
 
 def _own_streamer(index: int, count: int, resource: str) -> Any:
-    """Streamer `index`, created on this node when it does not exist yet (elsewhere when this
-    node cannot take it); a restarted coordinator finds the one that exists, wherever it runs."""
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    """Streamer `index`, created on this node when it does not exist yet; a restarted
+    coordinator finds the one that exists, wherever it runs. The affinity is hard: Ray 2.60
+    places a zero-CPU actor anywhere under a soft one. When the node dies, the streamer dies
+    with it (it cannot restart elsewhere) and the coordinator, restarted on another node,
+    creates it again there."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     options = {**pool_options(streamer_name(index), resource), "scheduling_strategy": here}
     return remote_view(Backend2Streamer).options(**options).remote(index, count)
 

@@ -89,6 +89,7 @@ def main() -> int:
     workers = {cluster.add_node(num_cpus=1).node_id: None for _ in range(2)}
     nodes = {node.node_id: node for node in cluster.worker_nodes}
     head_id = cluster.head_node.node_id
+    cluster.wait_for_nodes()  # all three registered before the pool spreads over them
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         import serve_app
@@ -100,8 +101,8 @@ def main() -> int:
         count = 3
         placed = {i: (node_of(coordinator_name(i)), node_of(streamer_name(i))) for i in range(count)}
         node_count = len(cluster.worker_nodes) + 1
-        # a coordinator on a worker with its streamer beside it (a coordinator restarted while the
-        # box is loaded may have left its streamer on its first node: Ray does not move it)
+        # a coordinator on a worker with its streamer beside it (one restarted while the box is
+        # loaded may have moved away from its streamer: Ray does not move the streamer with it)
         pairs = [i for i, (c, s) in placed.items() if c in workers and c == s]
         assert pairs, f"no coordinator on a worker node with its streamer beside it: {placed}"
         victim_index = pairs[0]
