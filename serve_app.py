@@ -177,9 +177,9 @@ class FlowExecutorIngress:
         return Health(custom_code_isolation=self.isolation or "unknown")
 
     async def _ask_isolation(self) -> None:
-        """The sandbox's level, asked once: it is fixed for the sandbox's lifetime."""
+        """The sandboxes' weakest level, asked once: it is fixed for the sandboxes' lifetime."""
         try:
-            self.isolation = await SandboxActorClient(self.settings).actor.isolation.remote()
+            self.isolation = await SandboxActorClient(self.settings).isolation()
         except Exception as exc:  # starting or unavailable: the next /health asks again
             log.warning("the custom-code sandbox did not report its isolation level: %s", exc)
 

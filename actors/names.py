@@ -1,7 +1,7 @@
 """Names and options of the long-lived actors, which coordinator owns a flow, and the pool's size.
 
 Contract: actors live in the `flow-executor` namespace under readable names (the dashboard
-shows `flow-coordinator-0` and its streamer `backend2-streamer-0`, …), created with
+shows `flow-coordinator-0` and its streamer `backend2-streamer-0`, `custom-code-sandbox-<node>`, …), created with
 `ACTOR_OPTIONS`: looked up if they exist, detached, restarted when they crash, never retried
 task by task, highly concurrent, holding no CPU. A flow belongs to coordinator
 `crc32(flow_id) % count`, so every replica of the ingress routes a flow id the same way; the

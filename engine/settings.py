@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     allow_custom_code: bool = True
     custom_code_max_memory_mb: int = Field(default=100, ge=16)
     custom_code_max_cpu_seconds: int = Field(default=10, ge=1)
-    sandbox_resource: str = ""  # a custom Ray resource that pins the sandbox actor to dedicated nodes
+    sandbox_resource: str = ""  # a custom Ray resource: only nodes offering it get a sandbox actor
     coordinator_resource: str = ""  # a custom Ray resource the coordinators and streamers require
 
     # The run store (see engine.run_store): `sqlite` (default: DATA_DIR/runs.sqlite3), `postgres`

@@ -10,7 +10,8 @@ import httpx
 import pytest
 import ray
 
-from actors.names import NAMESPACE, SANDBOX_NAME, coordinator_index, coordinator_name, streamer_name
+from actors.names import NAMESPACE, coordinator_index, coordinator_name, streamer_name
+from actors.sandbox import sandbox_actors
 from tests.e2e.test_e2e import EXAMPLES, new_id, post
 
 pytestmark = pytest.mark.ray
@@ -105,11 +106,13 @@ def restart_service(service):
     import serve_app
 
     serve.delete("flow-executor")
-    for name in [*POOL, SANDBOX_NAME]:
+    for name in POOL:
         try:
             ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
         except ValueError:  # not created in this session
             pass
+    for sandbox in sandbox_actors().values():  # one per node
+        ray.kill(sandbox, no_restart=True)
     for name in POOL:
         wait_until(lambda n=name: _gone(n), 30, f"{name} to stop")
     serve.run(serve_app.app, name="flow-executor", route_prefix="/")
