@@ -264,7 +264,8 @@ def running_service(env: dict[str, str] | None = None) -> Iterator[tuple[str, Ba
     os.environ.update(env or {})
     backend2 = Backend2Process()
     arrivals = Arrivals(backend2.queue)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a Ray of its own, never one a `ray start` left on the box (ray_current_cluster)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         import serve_app
 
