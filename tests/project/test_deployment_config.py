@@ -36,3 +36,21 @@ def test_serve_config_passes_serves_schema():
     assert app.runtime_env["env_vars"]["COORDINATOR_RESOURCE"] == "coordinator"
     deployment = app.deployments[0]
     assert deployment.name == "FlowExecutor"
+
+
+def test_every_nodes_ray_start_runs_serves_haproxy_mode():
+    """Serve reads RAY_SERVE_ENABLE_HA_PROXY when its controller, proxies and replicas start: it is in
+    the environment of every node's `ray start` (head and workers), not in the app's runtime_env,
+    where it would reach only the replicas (each opening a port that nothing uses)."""
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    starts = [
+        command
+        for key in ("head_start_ray_commands", "worker_start_ray_commands")
+        for command in config[key]
+        if "ray start" in command
+    ]
+    assert len(starts) == 2
+    for command in starts:
+        assert "RAY_SERVE_ENABLE_HA_PROXY=1" in command.split("ray start")[0].split()
+    app = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]
+    assert not [name for name in app["runtime_env"]["env_vars"] if name.startswith("RAY_SERVE_")]
