@@ -14,5 +14,7 @@ USER flow
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
   CMD curl -fsS http://127.0.0.1:8000/health || exit 1
-# `serve run` starts a local Ray instance, the deployment, and the HTTP proxy on 0.0.0.0:8000.
-ENTRYPOINT ["serve", "run", "--host", "0.0.0.0", "--port", "8000", "serve_app:app"]
+# `serve run` starts a local Ray instance, the deployment, and the HTTP proxy on 0.0.0.0:8000
+# (`serve run` has no --host option: Serve reads the proxy's host from this variable).
+ENV RAY_SERVE_DEFAULT_HTTP_HOST=0.0.0.0
+ENTRYPOINT ["serve", "run", "serve_app:app"]

@@ -50,7 +50,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 DEFAULT_PORTS = {"ws": 80, "wss": 443}
 # Ray GCS 6379, Serve HTTP 8000, object manager 8076, metrics export 8080, dashboard 8265,
 # Ray client 10001 and the worker ports 10002-19999, dashboard agent 52365.
-DEFAULT_DENIED_PORTS = "6379,8000,8076,8080,8265,10001-19999,52365"
+DEFAULT_DENIED_PORTS = "6379,8000,8076,8080,8265,8404,8500,9101,10001-19999,30000-31000,52365"
 METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254"))
 _ALWAYS_DENIED = (
     (ipaddress.ip_network("0.0.0.0/8"), "an unspecified address"),

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     coordinator_count: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
 
     # outbound connections and retention
-    backend2_denied_ports: str = "6379,8000,8076,8080,8265,10001-19999,52365"
+    backend2_denied_ports: str = "6379,8000,8076,8080,8265,8404,8500,9101,10001-19999,30000-31000,52365"
     backend2_max_connect_attempts: int = Field(default=20, ge=1)
     max_event_bytes: int = Field(default=512 * 1024, ge=4096, le=1_000_000)
     event_value_max_bytes: int = Field(default=64 * 1024, ge=256)

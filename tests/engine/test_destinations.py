@@ -5,6 +5,7 @@ import socket
 import pytest
 
 from engine.destinations import (
+    DEFAULT_DENIED_PORTS,
     DestinationError,
     OutboundPolicy,
     parse_allow_list,
@@ -111,6 +112,11 @@ def test_star_allows_public_addresses_only_and_never_cluster_ports():
         assert rules.check_address(public, address) is not None
     assert rules.check_url(parse_ws_url("wss://b2.example.com:8265/ws")) is not None
     assert policy("*:443").check_url(parse_ws_url("ws://b2.example.com:80/")) is not None
+
+
+@pytest.mark.parametrize("port", [8000, 8265, 8404, 8500, 9101, 30000, 30517, 31000])
+def test_serves_own_listeners_are_denied_by_default_haproxy_mode_and_direct_ingress_included(port):
+    assert judge(policy(backend2_denied_ports=DEFAULT_DENIED_PORTS), f"ws://127.0.0.1:{port}/") is not None
 
 
 def test_denied_ports_are_configurable_and_extended_by_known_ports():

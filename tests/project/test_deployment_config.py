@@ -54,3 +54,16 @@ def test_every_nodes_ray_start_runs_serves_haproxy_mode():
         assert "RAY_SERVE_ENABLE_HA_PROXY=1" in command.split("ray start")[0].split()
     app = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]
     assert not [name for name in app["runtime_env"]["env_vars"] if name.startswith("RAY_SERVE_")]
+
+
+def test_the_dockerfile_starts_serve_run_with_options_it_has():
+    import json
+
+    from ray.serve.scripts import cli
+
+    entrypoint = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("ENTRYPOINT"))
+    command = json.loads(entrypoint.removeprefix("ENTRYPOINT"))
+    assert command[:2] == ["serve", "run"] and command[-1] == "serve_app:app"
+    known = {opt for param in cli.commands["run"].params for opt in param.opts}
+    assert [arg for arg in command[2:-1] if arg.startswith("-") and arg not in known] == []
+    assert "ENV RAY_SERVE_DEFAULT_HTTP_HOST=0.0.0.0" in (ROOT / "Dockerfile").read_text()  # reachable from outside
