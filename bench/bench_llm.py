@@ -32,7 +32,9 @@ def _serve(script: dict[str, Any], conn: Any) -> None:
     server = FakeBedrock().start()
     server.script_text(**script)
     conn.send(server.url)
-    conn.recv()  # until the parent says stop
+    while (message := conn.recv()) != "stop":  # a new script, until the parent says stop
+        server.script_text(**message)
+        conn.send("ok")
     server.stop()
 
 
@@ -51,6 +53,11 @@ class FakeProcess:
     @property
     def pid(self) -> int | None:
         return self._process.pid
+
+    def script(self, **script: Any) -> None:
+        """Replace the script of the next streams (`FakeBedrock.script_text` arguments)."""
+        self._conn.send(script)
+        self._conn.recv()
 
     def __exit__(self, *exc: object) -> None:
         self._conn.send("stop")

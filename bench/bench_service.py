@@ -264,7 +264,7 @@ def running_service(env: dict[str, str] | None = None) -> Iterator[tuple[str, Ba
     os.environ.update(env or {})
     backend2 = Backend2Process()
     arrivals = Arrivals(backend2.queue)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # our own, never a running one
     try:
         import serve_app
 
