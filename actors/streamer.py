@@ -26,10 +26,11 @@ Contract:
   `EVENTS_PAGE_MAX`) and at most `EVENTS_PAGE_MAX_BYTES` encoded bytes past the first event.
 - Confirmation: a ping follows the events it confirms; its pong means Backend 2 read every
   frame before it. Pings are spaced so a stream of tokens does not pay one each: a ping goes
-  out `ACK_DELAY` seconds after the first event sent since the last ping, or at once when the
-  flow has ended and everything is sent, when half the window awaits confirmation, or while a
-  refused event is being looked for. At most `WINDOW` events are unconfirmed at a time, so a
-  slow reader is never taken for a dead one; a pong missing for `ACK_TIMEOUT` seconds is.
+  out `ACK_DELAY` seconds after the first event sent since the last ping (rounded up to a
+  multiple of `ACK_DELAY`, so the pings of all flows go out together, `ping_time`), or at once
+  when the flow has ended and everything is sent, when half the window awaits confirmation, or
+  while a refused event is being looked for. At most `WINDOW` events are unconfirmed at a time,
+  so a slow reader is never taken for a dead one; a pong missing for `ACK_TIMEOUT` seconds is.
 - A lost connection is retried with exponential backoff and jitter (at most
   `RECONNECT_MAX_DELAY` apart) and delivery resumes after the last event confirmed at least
   `RESEND_GRACE` seconds before the loss: a few events may arrive twice, and Backend 2 dedupes
@@ -69,6 +70,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import socket
 import time
@@ -153,6 +155,13 @@ class _Delivery:
 def describe_error(exc: BaseException, url: str) -> str:
     """For the operator's log: every URL reduced to scheme://host:port/path, controls escaped."""
     return redact_text(f"{type(exc).__name__}: {exc}".replace(url, safe_url(url)))
+
+
+def ping_time(first_unpinged: float) -> float:
+    """When the ping confirming an event sent at `first_unpinged` is due: `ACK_DELAY` later,
+    rounded up to a multiple of `ACK_DELAY`, so the pings of all streaming flows go out at the
+    same moments — one wake-up of the loop for all, their pongs read together."""
+    return math.ceil((first_unpinged + ACK_DELAY) / ACK_DELAY) * ACK_DELAY
 
 
 def backoff_delay(attempt: int) -> float:
@@ -537,7 +546,7 @@ class StreamerCore:
         assert delivery.unpinged_since is not None
         return (
             careful
-            or now >= delivery.unpinged_since + ACK_DELAY
+            or now >= ping_time(delivery.unpinged_since)
             or event_log.unconfirmed_count >= WINDOW // 2
             or (event_log.finished and event_log.pending_count == 0)
         )
@@ -589,7 +598,7 @@ class StreamerCore:
         if acks:
             deadlines.append(acks[0].sent_at + self.ack_timeout)
         if delivery.unpinged_since is not None:
-            deadlines.append(delivery.unpinged_since + ACK_DELAY)
+            deadlines.append(ping_time(delivery.unpinged_since))
         deadline = min((d for d in deadlines if d is not None), default=None)
         timer = None if deadline is None else asyncio.get_running_loop().call_at(deadline, delivery.wake.set)
         try:
