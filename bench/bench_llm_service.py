@@ -87,7 +87,8 @@ async def measure(base: str, backend2, arrivals: Arrivals, flows: int, meter) ->
     print(f"service_cpu_per_llm_flow_concurrent: {spent.service * 1000 / flows:.2f} ms")
     print(f"fakes_cpu_per_llm_flow_concurrent: {spent.fakes * 1000 / flows:.2f} ms")
     for kind, seconds in spent.kinds():
-        print(f"service_cpu_per_llm_flow_{kind}: {seconds * 1000 / flows:.2f} ms")
+        owner = "fakes" if kind in spent.by_fake else "service"
+        print(f"{owner}_cpu_per_llm_flow_{kind}: {seconds * 1000 / flows:.2f} ms")
 
 
 def main() -> None:
