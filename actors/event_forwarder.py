@@ -9,9 +9,10 @@ make sure a flush is scheduled. A flush waits only `FLUSH_TURNS` turns of the lo
 of every flow of the coordinator — to the run store in ONE `commit` (a group commit: the store
 is hit once per flush, never once per token), and only then hands the events to the streamer in
 one `publish_many` call: an event counts as produced once it is in the store. Each event is
-fitted first (`engine.event_log.fit_event`: values over `EVENT_VALUE_MAX_BYTES` in an event
-over `MAX_EVENT_BYTES` become a marker with size and preview; the full outputs stay in the
-element's checkpoint). A commit that fails is retried `_COMMIT_ATTEMPTS` times; if it still
+encoded to JSON once, as it is queued (`engine.json_codec`; the store and the streamer get
+that same text), and fitted then (`engine.event_log.fit_event`: values over
+`EVENT_VALUE_MAX_BYTES` in an event over `MAX_EVENT_BYTES` become a marker with size and
+preview; the full outputs stay in the element's checkpoint). A commit that fails is retried `_COMMIT_ATTEMPTS` times; if it still
 fails, `on_store_failure(flow_ids, message)` is called (the coordinator stops those runs
 loudly) and the events are still handed to the streamer, so Backend 2 hears of it. After each
 commit `on_committed(flow_ids)` says whose events are now in the store (readers of a live run
@@ -21,9 +22,9 @@ to Backend 2), a flow of inline elements is one entry of one call, and under loa
 streaming flows share each actor call instead of paying one per token.
 
 Each call's entries are `(flow_id, url, payload, final)`; `payload` is the flow's messages, in
-`seq` order, as UTF-8 JSON bytes (a JSON array), encoded here, one flow at a time: what
-crosses Ray is bytes, which always pickle, so one flow's unencodable event (nested too deep,
-circular…) can never make the batch — the other flows' events — fail. Such an event is
+`seq` order, as UTF-8 JSON bytes (a JSON array of the encoded events): what crosses Ray is
+bytes, which always pickle, so one flow's unencodable event (nested too deep, circular…) can
+never make the batch — the other flows' events — fail. Such an event is
 replaced by a stub with the same `type`, `flow_id`, `seq`, `timestamp`, `element_id` and
 `data.error.error_type = "serialization_failed"` (a `flow_completed` keeps its `status`), and
 logged (flow id and seq, never the event). `final` says the flow will send no more.
@@ -38,13 +39,13 @@ never drops the others' events; what still fails is logged and dropped for that 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.event_log import fit_event
+from engine.json_codec import encode
 from engine.models import Event
 from engine.run_store import Commit, ElementCheckpoint, RunStore, RunStoreError, RunUpdate
 
@@ -57,10 +58,6 @@ _COMMIT_ATTEMPTS = 3
 Entry = tuple[str, str, bytes, bool]
 
 
-def _encode(value: Any) -> bytes:
-    return json.dumps(value, default=str, separators=(",", ":")).encode()
-
-
 def encode_messages(flow_id: str, messages: list[dict[str, Any]]) -> bytes:
     """The flow's messages as a JSON array; an event that cannot be encoded becomes a stub."""
     return b"[" + b",".join(encode_each(flow_id, messages)) + b"]"
@@ -68,20 +65,33 @@ def encode_messages(flow_id: str, messages: list[dict[str, Any]]) -> bytes:
 
 def encode_each(flow_id: str, messages: list[dict[str, Any]]) -> list[bytes]:
     """Each message as JSON; one that cannot be encoded becomes a stub."""
-    parts = []
-    for message in messages:
-        try:
-            parts.append(_encode(message))
-        except Exception as exc:  # RecursionError, ValueError (circular), TypeError, or a failing __str__
-            stub = _serialization_stub(flow_id, message)
-            log.error(
-                "flow %s: event seq %s could not be serialised (%s); sent as serialization_failed",
-                flow_id,
-                stub["seq"],
-                type(exc).__name__,
-            )
-            parts.append(_encode(stub))
-    return parts
+    return [_encoded_or_stub(flow_id, message) for message in messages]
+
+
+def _encoded_or_stub(flow_id: str, message: dict[str, Any]) -> bytes:
+    try:
+        return encode(message)
+    except Exception as exc:  # RecursionError, ValueError (circular), TypeError, or a failing __str__
+        stub = _serialization_stub(flow_id, message)
+        log.error(
+            "flow %s: event seq %s could not be serialised (%s); sent as serialization_failed",
+            flow_id,
+            stub["seq"],
+            type(exc).__name__,
+        )
+        return encode(stub)
+
+
+def message_of(event: Event) -> dict[str, Any]:
+    """`event.to_message()` without its deep copy: the envelope, for encoding at once."""
+    message: dict[str, Any] = {"type": event.type, "flow_id": event.flow_id, "seq": event.seq}
+    message["timestamp"] = event.timestamp
+    if event.element_id is not None:
+        message["element_id"] = event.element_id
+    message["data"] = event.data
+    if event.scope is not None:
+        message["scope"] = event.scope
+    return message
 
 
 def _serialization_stub(flow_id: str, message: dict[str, Any]) -> dict[str, Any]:
@@ -106,7 +116,8 @@ def _serialization_stub(flow_id: str, message: dict[str, Any]) -> dict[str, Any]
 @dataclass
 class _Pending:
     url: str
-    messages: list[dict[str, Any]] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    parts: list[bytes] = field(default_factory=list)  # each event's JSON, in `seq` order
     checkpoints: list[ElementCheckpoint] = field(default_factory=list)
     update: RunUpdate | None = None
     final: bool = False
@@ -140,7 +151,10 @@ class EventOutbox:
         return EventForwarder(self, flow_id, url)
 
     def add(self, flow_id: str, url: str, message: dict[str, Any]) -> None:
-        self._entry(flow_id, url).messages.append(message)
+        """Queue an event message, encoded (and fitted) now, once."""
+        entry = self._entry(flow_id, url)
+        entry.seqs.append(message["seq"])
+        entry.parts.append(self._encoded(flow_id, message))
         self._schedule()
 
     def checkpoint(self, flow_id: str, url: str, checkpoint: ElementCheckpoint) -> None:
@@ -177,11 +191,10 @@ class EventOutbox:
                 await asyncio.sleep(0)
             while self._pending:
                 batch, self._pending = self._pending, {}
-                encoded = {fid: self._encoded(fid, p.messages) for fid, p in batch.items()}
-                await self._commit(batch, encoded)
+                await self._commit(batch)
                 self._on_committed(list(batch))
                 await self._publish(
-                    [(fid, p.url, b"[" + b",".join(encoded[fid]) + b"]", p.final) for fid, p in batch.items()]
+                    [(fid, p.url, b"[" + b",".join(p.parts) + b"]", p.final) for fid, p in batch.items()]
                 )
                 for flow_id, pending in batch.items():
                     done = self._sent_final.get(flow_id)
@@ -190,21 +203,21 @@ class EventOutbox:
         finally:
             self._flush = None
 
-    def _encoded(self, flow_id: str, messages: list[dict[str, Any]]) -> list[bytes]:
-        """Each message as JSON, encoded once; one over `max_event_bytes` again with its large
-        values replaced (`fit_event`); one that cannot be encoded at all as its stub."""
-        parts = encode_each(flow_id, messages)
-        for index, part in enumerate(parts):
-            if len(part) > self._max_event_bytes:
-                fitted, _, _ = fit_event(messages[index], self._max_event_bytes, self._value_max_bytes)
-                parts[index] = _encode(fitted)
-        return parts
+    def _encoded(self, flow_id: str, message: dict[str, Any]) -> bytes:
+        """The message as JSON; over `max_event_bytes` again with its large values replaced
+        (`fit_event`); one that cannot be encoded at all as its stub."""
+        part = _encoded_or_stub(flow_id, message)
+        if len(part) > self._max_event_bytes:
+            fitted, _, _ = fit_event(message, self._max_event_bytes, self._value_max_bytes)
+            part = _encoded_or_stub(flow_id, fitted)
+        return part
 
-    async def _commit(self, batch: dict[str, _Pending], encoded: dict[str, list[bytes]]) -> None:
+    async def _commit(self, batch: dict[str, _Pending]) -> None:
         commit = Commit()
         for flow_id, pending in batch.items():
-            seqs = [message["seq"] for message in pending.messages]
-            commit.events += [(flow_id, seq, text.decode()) for seq, text in zip(seqs, encoded[flow_id], strict=True)]
+            commit.events += [
+                (flow_id, seq, part.decode()) for seq, part in zip(pending.seqs, pending.parts, strict=True)
+            ]
             commit.checkpoints += [(flow_id, checkpoint) for checkpoint in pending.checkpoints]
             if pending.update is not None:
                 commit.runs.append(pending.update)
@@ -255,7 +268,7 @@ class EventForwarder:
         self._url = url
 
     def __call__(self, event: Event) -> None:
-        self._outbox.add(self._flow_id, self._url, event.to_message())
+        self._outbox.add(self._flow_id, self._url, message_of(event))
 
     async def close(self) -> None:
         await self._outbox.end(self._flow_id, self._url)

@@ -10,8 +10,9 @@ Contract:
   again at seq 1 is a new run of the id, one going on after the last seq is a paused run that
   was resumed (its delivery starts again, from the store after the last confirmed seq).
 - One delivery task and one WebSocket per flow, so a slow or absent Backend 2 of one flow
-  never slows another (no lock is shared across flows). Events go out as compact JSON text
-  frames, strictly in `seq` order (the log reorders arrivals; see `engine.event_log`).
+  never slows another (no lock is shared across flows). Events go out as compact UTF-8 JSON
+  text frames, strictly in `seq` order (the log reorders arrivals and holds each event encoded
+  once; see `engine.event_log`).
 - Outbound policy (`engine.destinations`): before every connection attempt the URL's host is
   resolved once (`loop.getaddrinfo`), every address is checked, and the socket is connected
   here to a checked address and handed to websockets (`sock=`), so neither DNS rebinding nor
@@ -23,9 +24,13 @@ Contract:
   default 1 MiB), so one big output can never block a stream. `events(flow_id, after_seq,
   limit)` is paginated: at most `limit` events (default `EVENTS_PAGE_DEFAULT`, at most
   `EVENTS_PAGE_MAX`) and at most `EVENTS_PAGE_MAX_BYTES` encoded bytes past the first event.
-- Confirmation: after each burst a ping is sent; its pong means Backend 2 read every frame
-  before it. At most `WINDOW` events are unconfirmed at a time, so a slow reader is never
-  taken for a dead one; a pong missing for `ACK_TIMEOUT` seconds is.
+- Confirmation: a ping follows the events it confirms; its pong means Backend 2 read every
+  frame before it. Pings are spaced so a stream of tokens does not pay one each: a ping goes
+  out `ACK_DELAY` seconds after the first event sent since the last ping (rounded up to a
+  multiple of `ACK_DELAY`, so the pings of all flows go out together, `ping_time`), or at once
+  when the flow has ended and everything is sent, when half the window awaits confirmation, or
+  while a refused event is being looked for. At most `WINDOW` events are unconfirmed at a time,
+  so a slow reader is never taken for a dead one; a pong missing for `ACK_TIMEOUT` seconds is.
 - A lost connection is retried with exponential backoff and jitter (at most
   `RECONNECT_MAX_DELAY` apart) and delivery resumes after the last event confirmed at least
   `RESEND_GRACE` seconds before the loss: a few events may arrive twice, and Backend 2 dedupes
@@ -65,8 +70,8 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import math
 import random
 import socket
 import time
@@ -83,7 +88,8 @@ from actors import metrics
 from actors.names import coordinator_index
 from actors.usage import MemoryReclaimer, process_usage
 from engine.destinations import Destination, DestinationError, OutboundPolicy, parse_ws_url, redact_text, safe_url
-from engine.event_log import EventLogStore, FlowEventLog, Message, encode_event
+from engine.event_log import EventLogStore, FlowEventLog, Message
+from engine.json_codec import decode
 from engine.logging_setup import configure_logging
 from engine.run_store import RunStore
 from engine.settings import Settings, get_settings
@@ -97,6 +103,7 @@ RECONNECT_MAX_DELAY = 1.0
 GIVE_UP_AFTER_FINISH = 30.0
 ACK_TIMEOUT = 30.0
 WINDOW = 100
+ACK_DELAY = 0.25  # seconds a sent event may wait for its ping (a reconnection resends the last 1 s anyway)
 OPEN_TIMEOUT = 3.0
 CLOSE_TIMEOUT = 1.0
 SWEEP_INTERVAL = 5.0
@@ -139,6 +146,7 @@ class _Delivery:
     refusals: dict[int, int] = field(default_factory=dict)  # seq → times Backend 2 refused it
     refused_seqs: list[int] = field(default_factory=list)  # skipped after MAX_REFUSALS
     careful_until: int = 0  # after a refusal: one event per burst up to this seq, to find the refused one
+    unpinged_since: float | None = None  # when the first event sent since the last ping was sent
     paused: bool = False  # the events so far end with `flow_paused`: the run may go on later
 
     @property
@@ -149,6 +157,13 @@ class _Delivery:
 def describe_error(exc: BaseException, url: str) -> str:
     """For the operator's log: every URL reduced to scheme://host:port/path, controls escaped."""
     return redact_text(f"{type(exc).__name__}: {exc}".replace(url, safe_url(url)))
+
+
+def ping_time(first_unpinged: float) -> float:
+    """When the ping confirming an event sent at `first_unpinged` is due: `ACK_DELAY` later,
+    rounded up to a multiple of `ACK_DELAY`, so the pings of all streaming flows go out at the
+    same moments — one wake-up of the loop for all, their pongs read together."""
+    return math.ceil((first_unpinged + ACK_DELAY) / ACK_DELAY) * ACK_DELAY
 
 
 def backoff_delay(attempt: int) -> float:
@@ -174,6 +189,7 @@ class StreamerCore:
         self._owns = owns  # the flows of the store this streamer delivers (its coordinator's)
         self._ready: asyncio.Task[int] | None = None
         self._confirmed: dict[str, int] = {}  # flow id → delivered seq not yet written to the store
+        self._delivered_count = 0  # events confirmed since the metric was last recorded
         self._confirm_flush: asyncio.Task[None] | None = None
         self._opening: dict[str, asyncio.Future[_Delivery]] = {}  # flows being backfilled from the store
         self.give_up_after_finish = give_up_after_finish
@@ -198,6 +214,9 @@ class StreamerCore:
         """The first call opens the store and resumes its open deliveries (once)."""
         if self.store is None:
             return
+        ready = self._ready
+        if ready is not None and ready.done() and not ready.cancelled() and ready.exception() is None:
+            return  # resumed already: the common case, without a shield per call
         if self._ready is None:
             self._ready = asyncio.get_running_loop().create_task(self.resume_open_deliveries())
         try:
@@ -236,7 +255,7 @@ class StreamerCore:
         after = record.delivered_seq if record is not None else 0
         delivery = self._open(flow_id, url, start_after=after)
         while True:
-            page = [json.loads(text) for text in await self.store.events(flow_id, after, 500)]
+            page = [decode(text) for text in await self.store.events(flow_id, after, 500)]
             if not page:
                 break
             self.logs.add(delivery.log, page, time.monotonic())
@@ -251,11 +270,11 @@ class StreamerCore:
         after = delivery.log.last_seq
         texts = await self.store.events(delivery.log.flow_id, after, before - 1 - after)
         if texts:
-            self.logs.add(delivery.log, [json.loads(text) for text in texts], time.monotonic())
+            self.logs.add(delivery.log, [decode(text) for text in texts], time.monotonic())
 
     async def publish(self, flow_id: str, url: str, messages: list[Message] | bytes, final: bool = False) -> None:
         await self._ready_once()
-        batch: list[Message] = json.loads(messages) if isinstance(messages, bytes | bytearray) else messages
+        batch: list[Message] = decode(messages) if isinstance(messages, bytes | bytearray) else messages
         if not batch:
             if final:
                 await self.finish(flow_id)
@@ -449,8 +468,10 @@ class StreamerCore:
             raise
         delivery.connection = connection
         delivery.last_error = None
+        delivery.unpinged_since = None
         acks: deque[_Ack] = deque()
         closed = asyncio.ensure_future(connection.wait_closed())
+        closed.add_done_callback(lambda _: delivery.wake.set())
         try:
             while True:
                 delivery.wake.clear()
@@ -501,18 +522,38 @@ class StreamerCore:
         raise error
 
     async def _send_burst(self, delivery: _Delivery, connection: ClientConnection, acks: deque[_Ack]) -> bool:
-        """Send what is due within the window, then a ping as the ack barrier."""
+        """Send what is due within the window (each event's JSON as encoded when it was logged),
+        then a ping, the ack barrier, once one is due (`_ping_due`). Whether events were sent."""
         event_log = delivery.log
-        window = 1 if delivery.careful_until > event_log.delivered_seq else WINDOW
-        batch = event_log.ready(window - event_log.unconfirmed_count)
-        if not batch:
-            return False
-        for message in batch:
-            await connection.send(encode_event(message))
-        event_log.mark_sent(batch[-1]["seq"])
-        pong = asyncio.ensure_future(await connection.ping())  # the future itself (ping returns one)
-        acks.append(_Ack(event_log.sent_seq, pong, time.monotonic()))
-        return True
+        careful = delivery.careful_until > event_log.delivered_seq
+        texts, last = event_log.due((1 if careful else WINDOW) - event_log.unconfirmed_count)
+        for text in texts:
+            await connection.send(text, text=True)
+        now = time.monotonic()
+        if texts:
+            event_log.mark_sent(last)
+            if delivery.unpinged_since is None:
+                delivery.unpinged_since = now
+        if delivery.unpinged_since is not None and self._ping_due(delivery, careful, now):
+            pong = asyncio.ensure_future(await connection.ping())  # the future itself (ping returns one)
+            pong.add_done_callback(lambda _: delivery.wake.set())
+            acks.append(_Ack(event_log.sent_seq, pong, now))
+            delivery.unpinged_since = None
+        return bool(texts)
+
+    @staticmethod
+    def _ping_due(delivery: _Delivery, careful: bool, now: float) -> bool:
+        """A ping confirms every event sent before it: one goes out `ACK_DELAY` after the first
+        event it will confirm, or at once when finding a refused event, when half the window
+        awaits confirmation, or when the flow has ended and everything is sent."""
+        event_log = delivery.log
+        assert delivery.unpinged_since is not None
+        return (
+            careful
+            or now >= ping_time(delivery.unpinged_since)
+            or event_log.unconfirmed_count >= WINDOW // 2
+            or (event_log.finished and event_log.pending_count == 0)
+        )
 
     def _settle(self, delivery: _Delivery, acks: deque[_Ack]) -> None:
         """Confirm the bursts whose pong came back (a pong acknowledges every earlier ping)."""
@@ -524,13 +565,14 @@ class StreamerCore:
             newly = delivery.log.mark_delivered(ack.seq, now)
             if newly:
                 delivery.progress_at = now
-                metrics.events_delivered(newly)
-                self._record_confirmation(delivery.log.flow_id, delivery.log.delivered_seq)
+                self._record_confirmation(delivery.log.flow_id, delivery.log.delivered_seq, newly)
 
-    def _record_confirmation(self, flow_id: str, seq: int) -> None:
-        if self.store is None:
-            return
-        self._confirmed[flow_id] = seq
+    def _record_confirmation(self, flow_id: str, seq: int, newly: int) -> None:
+        """Noted now; the store's delivered seq and the delivered-events metric are written
+        together, every `CONFIRM_FLUSH_INTERVAL` s."""
+        self._delivered_count += newly
+        if self.store is not None:
+            self._confirmed[flow_id] = seq
         if self._confirm_flush is None:
             self._confirm_flush = asyncio.get_running_loop().create_task(self._flush_confirmations())
 
@@ -542,6 +584,8 @@ class StreamerCore:
             self._confirm_flush = None
 
     async def _write_confirmations(self) -> None:
+        delivered, self._delivered_count = self._delivered_count, 0
+        metrics.events_delivered(delivered)
         confirmed, self._confirmed = self._confirmed, {}
         if self.store is None:
             return
@@ -552,18 +596,20 @@ class StreamerCore:
                 log.warning("flow %s: the delivered seq could not be recorded: %s", flow_id, exc)
 
     async def _wait(self, delivery: _Delivery, acks: deque[_Ack], closed: asyncio.Future[None]) -> None:
-        """Until new events, a pong, a closed connection, an ack timeout or a gap to skip."""
+        """Until new events, a pong, a closed connection (each sets `wake`), an ack timeout, a
+        ping due or a gap to skip (a timer sets it)."""
         deadlines = [delivery.log.gap_deadline()]
         if acks:
             deadlines.append(acks[0].sent_at + self.ack_timeout)
+        if delivery.unpinged_since is not None:
+            deadlines.append(ping_time(delivery.unpinged_since))
         deadline = min((d for d in deadlines if d is not None), default=None)
-        woken = asyncio.ensure_future(delivery.wake.wait())
-        waiting: set[asyncio.Future[Any]] = {woken, closed, *([acks[0].pong] if acks else [])}
-        timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
+        timer = None if deadline is None else asyncio.get_running_loop().call_at(deadline, delivery.wake.set)
         try:
-            await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await delivery.wake.wait()
         finally:
-            woken.cancel()
+            if timer is not None:
+                timer.cancel()
         now = time.monotonic()
         if closed.done():
             raise ConnectionLost("Backend 2 closed the connection")

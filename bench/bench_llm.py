@@ -9,7 +9,11 @@
   coordinator's other work). Then the same streams split over as many processes as the service
   has coordinators (`--processes`, default 2), as the service runs them.
 
-Prints `name: value unit` lines. `python -m bench.bench_llm [--streams 1000]`.
+- CPU per delta: this process's CPU (the reading threads and the loop) per delta handed to the
+  callback, `CPU_STREAMS` streams of `CPU_DELTAS` deltas 10 ms apart at once (as a coordinator
+  reads them; the fake's CPU is its own process's).
+
+Prints `name: value unit` lines. `python -m bench.bench_llm [--streams 1000] [--cpu-only]`.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ def _serve(script: dict[str, Any], conn: Any) -> None:
     server = FakeBedrock().start()
     server.script_text(**script)
     conn.send(server.url)
-    conn.recv()  # until the parent says stop
+    while (message := conn.recv()) != "stop":  # a new script, until the parent says stop
+        server.script_text(**message)
+        conn.send("ok")
     server.stop()
 
 
@@ -51,6 +57,11 @@ class FakeProcess:
     @property
     def pid(self) -> int | None:
         return self._process.pid
+
+    def script(self, **script: Any) -> None:
+        """Replace the script of the next streams (`FakeBedrock.script_text` arguments)."""
+        self._conn.send(script)
+        self._conn.recv()
 
     def __exit__(self, *exc: object) -> None:
         self._conn.send("stop")
@@ -150,6 +161,27 @@ def spread_seconds(url: str, streams: int, processes: int) -> float:
     return max(end for _, end in spans) - min(start for start, _ in spans)
 
 
+CPU_STREAMS, CPU_DELTAS, CPU_DELAY = 10, 300, 0.01
+
+
+async def cpu_per_delta_us(url: str) -> float:
+    """This process's CPU per delta relayed, `CPU_STREAMS` paced streams at once."""
+    service = BedrockService(fake_bedrock_settings(url))
+    deltas = 0
+
+    def count(_text: str) -> None:
+        nonlocal deltas
+        deltas += 1
+
+    try:
+        await service.generate_text(_request(), count)  # warm: client + connection
+        deltas, cpu0 = 0, time.process_time()
+        await asyncio.gather(*(service.generate_text(_request(), count) for _ in range(CPU_STREAMS)))
+        return (time.process_time() - cpu0) * 1e6 / deltas
+    finally:
+        service.close()
+
+
 def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
@@ -159,7 +191,14 @@ async def main() -> None:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--chunks", type=int, default=500)
     parser.add_argument("--processes", type=int, default=2, help="as many as the service's coordinators")
+    parser.add_argument("--cpu-only", action="store_true", help="only the CPU per delta")
     args = parser.parse_args()
+
+    with FakeProcess(chunks=[f"w{i} " for i in range(CPU_DELTAS)], delay=CPU_DELAY, stamp=True) as url:
+        cpu = await cpu_per_delta_us(url)
+    print(f"cpu_per_delta_{CPU_STREAMS}_streams: {cpu:.1f} us")
+    if args.cpu_only:
+        return
 
     with FakeProcess(chunks=["t"] * args.chunks, delay=0.002, stamp=True) as url:
         samples = await relay_latency_ms(url, args.chunks)

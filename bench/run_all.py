@@ -19,15 +19,17 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = [
-    ("Engine overhead vs LangGraph", "bench.bench_engine"),
-    ("Service latency and throughput (HTTP + Ray + Backend 2)", "bench.bench_service"),
-    ("LLM streaming (fake Bedrock)", "bench.bench_llm"),
-    ("LLM flows through the whole service (fake Bedrock → Backend 2)", "bench.bench_llm_service"),
-    ("custom_code sandbox", "bench.bench_custom_code"),
-    ("Run store: cost of persistence", "bench.bench_run_store"),
-    ("Iteration: 1,000 items vs LangGraph Send", "bench.bench_iteration"),
-    ("The service beside a single-process FastAPI + LangGraph peer", "bench.bench_peer"),
+BENCHMARKS: list[tuple[str, str, list[str]]] = [
+    ("Engine overhead vs LangGraph", "bench.bench_engine", []),
+    ("Service latency and throughput (HTTP + Ray + Backend 2)", "bench.bench_service", []),
+    ("LLM streaming (fake Bedrock)", "bench.bench_llm", []),
+    ("LLM flows through the whole service (fake Bedrock → Backend 2)", "bench.bench_llm_service", []),
+    ("CPU per relayed LLM token (fake Bedrock → Backend 2)", "bench.bench_llm_service", ["--tokens"]),
+    ("The per-token path without Ray or Bedrock", "bench.bench_token_path", []),
+    ("custom_code sandbox", "bench.bench_custom_code", []),
+    ("Run store: cost of persistence", "bench.bench_run_store", []),
+    ("Iteration: 1,000 items vs LangGraph Send", "bench.bench_iteration", []),
+    ("The service beside a single-process FastAPI + LangGraph peer", "bench.bench_peer", []),
 ]
 LIMIT_SECONDS = 300
 
@@ -43,13 +45,13 @@ def _versions() -> str:
     return ", ".join(found)
 
 
-def run_one(module: str) -> tuple[str, float]:
+def run_one(module: str, args: list[str]) -> tuple[str, float]:
     if not (ROOT / (module.replace(".", "/") + ".py")).exists():
         return "(not present)\n", 0.0
     t0 = time.monotonic()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", module], cwd=ROOT, capture_output=True, text=True, timeout=LIMIT_SECONDS
+            [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=LIMIT_SECONDS
         )
         output = done.stdout + (
             f"\n(exit {done.returncode}: {done.stderr.strip()[-800:]})\n" if done.returncode else ""
@@ -62,12 +64,13 @@ def run_one(module: str) -> tuple[str, float]:
 
 def main() -> None:
     sections = []
-    for title, module in BENCHMARKS:
-        print(f"== {title} ({module})", flush=True)
-        output, seconds = run_one(module)
+    for title, module, args in BENCHMARKS:
+        command = " ".join([module, *args])
+        print(f"== {title} ({command})", flush=True)
+        output, seconds = run_one(module, args)
         print(output, flush=True)
         figures = "\n".join(line for line in output.splitlines() if re.match(r"^([a-z0-9_]+: |\()", line))
-        sections.append(f"## {title}\n\n`python -m {module}` ({seconds:.0f} s)\n\n```\n{figures}\n```\n")
+        sections.append(f"## {title}\n\n`python -m {command}` ({seconds:.0f} s)\n\n```\n{figures}\n```\n")
     header = (
         "# Benchmarks\n\n"
         f"Produced by `.venv/bin/python -m bench.run_all` on {datetime.date.today().isoformat()}.\n\n"

@@ -8,8 +8,11 @@ Pure: no I/O, no clock (callers pass `now`, a monotonic time), no Ray.
   ones wait in a reorder buffer, duplicates are ignored. A gap that stays open `gap_timeout`
   seconds (a publish lost when the streamer restarted) is skipped by `skip_gap(now)` and
   counted in `skipped`; so is one whose waiting events exceed `buffer_limit`.
+- Each event is encoded once, as it is added (`encode_event`: compact UTF-8 JSON, what goes
+  over the WebSocket), and the log holds that encoding only; reading dicts back decodes it.
 - `after(seq)` is the replay: every logged event with a higher seq, in order.
-- Delivery: `ready(limit)` lists the events due to Backend 2, oldest first. `mark_sent(seq)`
+- Delivery: `due(limit)` gives the encoded events due to Backend 2, oldest first, and the seq
+  of the last (`ready(limit)` the same decoded). `mark_sent(seq)`
   records a hand-over to the connection, `mark_delivered(seq, now)` a confirmed one (the
   highest is `delivered_seq`). `rewind(now)` after a lost connection makes due again every
   event after the last one confirmed at least `resend_grace` seconds ago — Backend 2 may have
@@ -19,11 +22,11 @@ Pure: no I/O, no clock (callers pass `now`, a monotonic time), no Ray.
   nor dropped, the oldest of them leave the queue (counted in `dropped`), never the log;
   adding never blocks.
 
-- Sizes: with `max_event_bytes`, `add` passes every event through `fit_event`, so no logged
-  event encodes (`encode_event`: compact ASCII JSON, what goes over the WebSocket) to more
-  than that: values of `data` (and of `data.outputs` / `data.inputs`) larger than
+- Sizes: with `max_event_bytes`, `add` passes every event through `fit_event` (`fit_encoded`:
+  the same, encoded), so no logged event encodes to more than that: values of `data` (and of `data.outputs` / `data.inputs`) larger than
   `value_max_bytes` — and then the largest others until the event fits — are replaced by
-  `{"truncated": true, "bytes": N, "sha256": H, "preview": P}` (N and H of the value's encoded JSON, P its first `PREVIEW_CHARS` characters);
+  `{"truncated": true, "bytes": N, "sha256": H, "preview": P}` (N and H of the value's
+  encoded JSON, P its first `PREVIEW_CHARS` characters);
   `truncated` counts such events. `after(seq, limit, max_bytes)` is the paginated replay:
   at most `limit` events and, past the first, at most `max_bytes` encoded bytes.
 - Retention by size: `retained_bytes` is the encoded size of what the log holds. Over
@@ -43,32 +46,29 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import json
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.json_codec import decode, encode
+
 Message = dict[str, Any]
 _NESTED_VALUES = ("outputs", "inputs")  # `data` keys whose own values are replaced one by one
-
-
-def _seq_of(message: Message) -> int:
-    seq: int = message["seq"]
-    return seq
 
 
 PREVIEW_CHARS = 200  # of a replaced value's JSON, kept in its marker
 
 
-def encode_event(message: Any) -> str:
-    """The event as sent to Backend 2: compact JSON, ASCII only (so characters = bytes)."""
-    return json.dumps(message, default=str, separators=(",", ":"))
+def encode_event(message: Any) -> bytes:
+    """The event as sent to Backend 2: compact UTF-8 JSON (`engine.json_codec.encode`)."""
+    return encode(message)
 
 
-def _placeholder(encoded: str) -> dict[str, Any]:
-    digest = hashlib.sha256(encoded.encode()).hexdigest()
-    return {"truncated": True, "bytes": len(encoded), "sha256": digest, "preview": encoded[:PREVIEW_CHARS]}
+def _placeholder(encoded: bytes) -> dict[str, Any]:
+    digest = hashlib.sha256(encoded).hexdigest()
+    preview = encoded[: PREVIEW_CHARS * 4].decode("utf-8", "ignore")[:PREVIEW_CHARS]
+    return {"truncated": True, "bytes": len(encoded), "sha256": digest, "preview": preview}
 
 
 def fit_event(message: Message, max_bytes: int, value_max_bytes: int) -> tuple[Message, int, bool]:
@@ -84,7 +84,7 @@ def fit_event(message: Message, max_bytes: int, value_max_bytes: int) -> tuple[M
     data = message.get("data")
     if isinstance(data, dict):
         fitted["data"] = new_data = dict(data)
-        candidates: list[tuple[int, str, str | None, str]] = []  # (size, key, nested key, encoded)
+        candidates: list[tuple[int, str, str | None, bytes]] = []  # (size, key, nested key, encoded)
         for key, value in data.items():
             if key in _NESTED_VALUES and isinstance(value, dict):
                 new_data[key] = dict(value)
@@ -111,6 +111,19 @@ def fit_event(message: Message, max_bytes: int, value_max_bytes: int) -> tuple[M
     return fitted, size, True
 
 
+def fit_encoded(message: Message, max_bytes: int, value_max_bytes: int) -> tuple[bytes, bool]:
+    """`(encoded event, truncated)`: `fit_event`'s event as `encode_event` encodes it, encoded
+    once when it fits as it is (the common case)."""
+    try:
+        encoded = encode_event(message)
+    except (ValueError, TypeError, RecursionError):
+        return encode_event(_envelope_only(message, "the event could not be encoded")), True
+    if len(encoded) <= max_bytes:
+        return encoded, False
+    fitted, _, truncated = fit_event(message, max_bytes, value_max_bytes)
+    return encode_event(fitted), truncated
+
+
 def _envelope_only(message: Message, why: str) -> Message:
     kept: Message = {k: message[k] for k in ("type", "flow_id", "seq", "timestamp", "element_id") if k in message}
     kept = {k: v if isinstance(v, int | float) or v is None else str(v)[:200] for k, v in kept.items()}
@@ -129,7 +142,6 @@ class FlowEventLog:
     max_event_bytes: int | None = None
     value_max_bytes: int = 64 * 1024
     max_bytes: int | None = None
-    events: list[Message] = field(default_factory=list)
     next_seq: int = 1
     sent_seq: int = 0
     delivered_seq: int = 0
@@ -141,8 +153,12 @@ class FlowEventLog:
     released: bool = False  # delivered in full and its events dropped (`release`)
     evicted: int = 0
     truncated: int = 0
-    _sizes: list[int] = field(default_factory=list)  # encoded size of each of `events`
-    _early: dict[int, tuple[Message, int]] = field(default_factory=dict)
+    # The logged events, in seq order, as parallel lists: each event's seq, its encoded JSON
+    # (`encode_event`: what goes over the WebSocket, encoded once, at `add`) and that size.
+    _seqs: list[int] = field(default_factory=list)
+    _texts: list[bytes] = field(default_factory=list)
+    _sizes: list[int] = field(default_factory=list)
+    _early: dict[int, bytes] = field(default_factory=dict)
     _gap_since: float | None = None
     _skip_to: int = 0  # events up to this seq left the delivery queue (dropped)
     _confirmations: deque[tuple[float, int]] = field(default_factory=deque)
@@ -154,11 +170,16 @@ class FlowEventLog:
     def last_seq(self) -> int:
         return self.next_seq - 1
 
+    @property
+    def events(self) -> list[Message]:
+        """Every logged event, decoded (tests and operators; delivery uses `due`)."""
+        return [decode(text) for text in self._texts]
+
     def add(self, messages: list[Message], now: float = 0.0) -> None:
         for message in messages:
             seq = message["seq"]
             if seq >= self.next_seq and seq not in self._early:
-                self._early[seq] = self._fit(message)
+                self._early[seq] = self._encode(message)
         self._join_early()
         self._trim()
         if self._early and self._gap_since is None:
@@ -167,21 +188,21 @@ class FlowEventLog:
             self._skip_first_gap(now)
         self._bound_queue()
 
-    def _fit(self, message: Message) -> tuple[Message, int]:
+    def _encode(self, message: Message) -> bytes:
         if self.max_event_bytes is None:
-            size = len(encode_event(message))
+            text = encode_event(message)
         else:
-            message, size, truncated = fit_event(message, self.max_event_bytes, self.value_max_bytes)
+            text, truncated = fit_encoded(message, self.max_event_bytes, self.value_max_bytes)
             self.truncated += truncated
-        size = max(size, 0)
-        self.retained_bytes += size
-        return message, size
+        self.retained_bytes += len(text)
+        return text
 
     def _join_early(self) -> None:
         while self.next_seq in self._early:
-            message, size = self._early.pop(self.next_seq)
-            self.events.append(message)
-            self._sizes.append(size)
+            text = self._early.pop(self.next_seq)
+            self._seqs.append(self.next_seq)
+            self._texts.append(text)
+            self._sizes.append(len(text))
             self.next_seq += 1
         if not self._early:
             self._gap_since = None
@@ -211,7 +232,7 @@ class FlowEventLog:
     def after(self, seq: int, limit: int | None = None, max_bytes: int | None = None) -> list[Message]:
         """The events after `seq`: at most `limit`, and past the first at most `max_bytes`."""
         start = self._index_after(seq)
-        end = len(self.events) if limit is None else min(len(self.events), start + max(limit, 0))
+        end = len(self._texts) if limit is None else min(len(self._texts), start + max(limit, 0))
         if max_bytes is not None:
             total = 0
             for index in range(start, end):
@@ -219,25 +240,26 @@ class FlowEventLog:
                 if total > max_bytes and index > start:
                     end = index
                     break
-        return self.events[start:end]
+        return [decode(text) for text in self._texts[start:end]]
 
     def _trim(self) -> None:
         """Over the per-flow cap: keep the first event and the latest, drop the oldest between."""
-        if self.max_bytes is None or self.retained_bytes <= self.max_bytes or len(self.events) < 3:
+        if self.max_bytes is None or self.retained_bytes <= self.max_bytes or len(self._texts) < 3:
             return
         target = self.max_bytes * 3 // 4
         excess, end = self.retained_bytes - target, 1
-        while excess > 0 and end < len(self.events) - 1:
+        while excess > 0 and end < len(self._texts) - 1:
             excess -= self._sizes[end]
             end += 1
         freed = sum(self._sizes[1:end])
-        del self.events[1:end]
+        del self._seqs[1:end]
+        del self._texts[1:end]
         del self._sizes[1:end]
         self.retained_bytes -= freed
         self.evicted += end - 1
 
     def _index_after(self, seq: int) -> int:
-        return bisect.bisect_right(self.events, seq, key=_seq_of)
+        return bisect.bisect_right(self._seqs, seq)
 
     # -- delivery -------------------------------------------------------------------------
 
@@ -249,7 +271,7 @@ class FlowEventLog:
     @property
     def pending_count(self) -> int:
         """Events due to Backend 2 and not yet handed to the connection."""
-        return len(self.events) - self._index_after(self._queue_start)
+        return len(self._seqs) - self._index_after(self._queue_start)
 
     @property
     def unconfirmed_count(self) -> int:
@@ -261,8 +283,17 @@ class FlowEventLog:
         return self.pending_count == 0 and self.unconfirmed_count == 0
 
     def ready(self, limit: int = 500) -> list[Message]:
+        """The events `due` (decoded)."""
+        return [decode(text) for text in self.due(limit)[0]]
+
+    def due(self, limit: int = 500) -> tuple[list[bytes], int]:
+        """`(encoded events, seq of the last)` of at most `limit` events due to Backend 2, oldest
+        first; `([], 0)` when none is."""
         start = self._index_after(self._queue_start)
-        return self.events[start : start + max(limit, 0)]
+        end = min(len(self._seqs), start + max(limit, 0))
+        if end <= start:
+            return [], 0
+        return self._texts[start:end], self._seqs[end - 1]
 
     def mark_sent(self, seq: int) -> None:
         self.sent_seq = max(self.sent_seq, seq)
@@ -288,9 +319,9 @@ class FlowEventLog:
 
     def _bound_queue(self) -> None:
         start = self._index_after(max(self.delivered_seq, self._skip_to))
-        excess = len(self.events) - start - self.buffer_limit
+        excess = len(self._seqs) - start - self.buffer_limit
         if excess > 0:
-            self._skip_to = self.events[start + excess - 1]["seq"]
+            self._skip_to = self._seqs[start + excess - 1]
             self.dropped += excess
 
     # -- lifetime -------------------------------------------------------------------------
@@ -320,7 +351,8 @@ class FlowEventLog:
         """Drop the events of a log whose every event Backend 2 confirmed (the run store keeps
         them); the counters stay for `state()`. Returns the bytes freed."""
         freed = self.retained_bytes
-        self.events.clear()
+        self._seqs.clear()
+        self._texts.clear()
         self._sizes.clear()
         self.retained_bytes = 0
         self.released = True

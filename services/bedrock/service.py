@@ -7,8 +7,11 @@ Contract:
   never on the loop. `BEDROCK_MAX_ATTEMPTS` is botocore's attempts per call, the first included.
   Building the service needs no credentials and opens no connection.
 - `stream_text(request)` calls `converse_stream` and yields each text delta (`str`) as soon as
-  botocore parses its frame (thread → loop with `call_soon_threadsafe`), then one `StreamEnd`
-  with the full text, usage and stop reason. `generate_text(request, on_text)` wraps it.
+  its frame is parsed (`services.bedrock.frames`: botocore's events, text deltas decoded
+  fast; thread → loop with `call_soon_threadsafe`), then one `StreamEnd` with the full text,
+  usage and stop reason. `generate_text(request, on_text)` does the same
+  with a callback: each delta goes from the thread's hand-off straight to `on_text` on the loop
+  (no queue or generator step per delta: the token path) and the `StreamEnd` is returned.
   Cancelling the awaiting coroutine (or closing the generator) hangs up the HTTP stream at once
   (`services.bedrock.streaming`).
 - `converse_tool(request, tool)` calls `converse` with the tool forced (`toolChoice`) and
@@ -24,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncGenerator, Callable
-from contextlib import aclosing
 from functools import partial
 
 from engine.errors import ElementError
@@ -33,8 +35,9 @@ from engine.llm import ConverseRequest, StreamEnd, ToolReply, ToolSpec
 from engine.settings import Settings
 from services.bedrock.client import BedrockClient, new_client
 from services.bedrock.errors import element_error
+from services.bedrock.frames import events
 from services.bedrock.replies import TextCollector, tool_reply
-from services.bedrock.streaming import StreamHandle, StreamItem, forward_failure
+from services.bedrock.streaming import StreamHandle, StreamItem, fail_with, forward_failure
 from services.bedrock.workers import Workers, call_soon
 
 
@@ -75,13 +78,45 @@ class BedrockService:
                 handle.cancel()
 
     async def generate_text(self, request: ConverseRequest, on_text: Callable[[str], None]) -> StreamEnd:
-        """Stream `request`, calling `on_text` for every delta as it arrives."""
-        async with aclosing(self.stream_text(request)) as events:
-            async for event in events:
-                if isinstance(event, StreamEnd):
-                    return event
-                on_text(event)
-        raise ElementError(f"the Bedrock stream of model '{request.model_id}' ended early", error_type="model_error")
+        """Stream `request`, calling `on_text` on the loop for every delta as it arrives: straight
+        from the reading thread's hand-off, without a queue or a generator step per delta."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[StreamEnd] = loop.create_future()
+        handle = StreamHandle()
+
+        def deliver(item: str | StreamEnd | ElementError) -> None:  # on the loop, in the thread's order
+            if done.done():
+                return
+            if isinstance(item, str):
+                try:
+                    on_text(item)
+                except Exception as exc:
+                    done.set_exception(exc)
+                    handle.cancel()
+            elif isinstance(item, StreamEnd):
+                done.set_result(item)
+            else:
+                done.set_exception(item)
+
+        def push(item: str | StreamEnd | ElementError) -> None:
+            if not call_soon(loop, deliver, item):  # the loop is gone: nobody listens any more
+                handle.cancel()
+
+        def ended(job: asyncio.Future[None]) -> None:  # after every delivery: they were handed over first
+            fail_with(done, job)
+            if not done.done():
+                done.set_exception(
+                    ElementError(
+                        f"the Bedrock stream of model '{request.model_id}' ended early", error_type="model_error"
+                    )
+                )
+
+        self._workers.run(self._pump_stream, request, handle, push).add_done_callback(ended)
+        try:
+            return await done
+        finally:
+            if not done.done() or done.cancelled():
+                handle.cancel()
 
     async def converse_tool(self, request: ConverseRequest, tool: ToolSpec) -> ToolReply:
         """One `converse` call that forces the model to call `tool`."""
@@ -104,7 +139,7 @@ class BedrockService:
             if not handle.attach(stream):
                 return
             collector = TextCollector()
-            for event in stream:
+            for event in events(stream):  # text deltas decoded without botocore's generic parser
                 if handle.cancelled:
                     return
                 text = collector.add(event)

@@ -7,8 +7,8 @@ shut down from the loop's side, which also wakes a reading thread blocked on a s
 (a model thinking), and the connection is closed rather than returned to the pool. A stream
 already read to its end (its connection back in the pool) is left alone. A cancel that comes
 before `attach` closes the stream as soon as it opens. `forward_failure` ends a stream's items
-with the error of a worker job that failed outright (the service closed), so nobody waits for
-items that will never come.
+(`fail_with`: its outcome) with the error of a worker job that failed outright (the service
+closed), so nobody waits for items that will never come.
 """
 
 from __future__ import annotations
@@ -74,3 +74,9 @@ def forward_failure(items: asyncio.Queue[StreamItem], done: asyncio.Future[None]
     """A stream's worker job that failed outright (service closed) ends the stream's items."""
     if not done.cancelled() and (error := done.exception()) is not None:
         items.put_nowait(error)
+
+
+def fail_with(result: asyncio.Future[StreamEnd], done: asyncio.Future[None]) -> None:
+    """The same for a stream whose outcome is one future: it fails with the job's error."""
+    if not done.cancelled() and (error := done.exception()) is not None and not result.done():
+        result.set_exception(error)

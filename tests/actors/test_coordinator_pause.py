@@ -33,6 +33,10 @@ async def _let_go(core, flow_id):
     return flow_id not in core.active
 
 
+async def _published(streamer, flow_id, kind):
+    return any(e["type"] == kind for e in streamer.events.get(flow_id, []))
+
+
 async def _status(core, flow_id, status):
     snapshot = await core.status(flow_id)
     return snapshot is not None and snapshot["status"] == status
@@ -111,6 +115,7 @@ async def test_two_resumes_at_once_continue_the_run_once(store):
     )
     assert sorted(a["outcome"] for a in answers) == ["conflict", "resumed"]
     await until(lambda: _status(core, flow_id, "completed"))
+    await until(lambda: _published(streamer, flow_id, "flow_completed"))  # the status shows before the flush
     kinds = [e["type"] for e in streamer.events[flow_id]]
     assert kinds.count("flow_resumed") == 1 and kinds.count("flow_completed") == 1
 
