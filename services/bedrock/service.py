@@ -7,9 +7,8 @@ Contract:
   never on the loop. `BEDROCK_MAX_ATTEMPTS` is botocore's attempts per call, the first included.
   Building the service needs no credentials and opens no connection.
 - `stream_text(request)` calls `converse_stream` and yields each text delta (`str`) as soon as
-  its frame is parsed (`services.bedrock.frames`: botocore's events, text deltas decoded
-  fast; thread → loop with `call_soon_threadsafe`), then one `StreamEnd` with the full text,
-  usage and stop reason. `generate_text(request, on_text)` does the same
+  botocore parses its frame (thread → loop with `call_soon_threadsafe`), then one `StreamEnd`
+  with the full text, usage and stop reason. `generate_text(request, on_text)` does the same
   with a callback: each delta goes from the thread's hand-off straight to `on_text` on the loop
   (no queue or generator step per delta: the token path) and the `StreamEnd` is returned.
   Cancelling the awaiting coroutine (or closing the generator) hangs up the HTTP stream at once
@@ -35,7 +34,6 @@ from engine.llm import ConverseRequest, StreamEnd, ToolReply, ToolSpec
 from engine.settings import Settings
 from services.bedrock.client import BedrockClient, new_client
 from services.bedrock.errors import element_error
-from services.bedrock.frames import events
 from services.bedrock.replies import TextCollector, tool_reply
 from services.bedrock.streaming import StreamHandle, StreamItem, fail_with, forward_failure
 from services.bedrock.workers import Workers, call_soon
@@ -139,7 +137,7 @@ class BedrockService:
             if not handle.attach(stream):
                 return
             collector = TextCollector()
-            for event in events(stream):  # text deltas decoded without botocore's generic parser
+            for event in stream:
                 if handle.cancelled:
                     return
                 text = collector.add(event)
