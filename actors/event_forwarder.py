@@ -12,11 +12,11 @@ one `publish_many` call: an event counts as produced once it is in the store. Ea
 encoded to JSON once, as it is queued (`engine.json_codec`; the store and the streamer get
 that same text), and fitted then (`engine.event_log.fit_event`: values over
 `EVENT_VALUE_MAX_BYTES` in an event over `MAX_EVENT_BYTES` become a marker with size and
-preview; the full outputs stay in the element's checkpoint). A commit that fails is retried `_COMMIT_ATTEMPTS` times; if it still
-fails, `on_store_failure(flow_ids, message)` is called (the coordinator stops those runs
-loudly) and the events are still handed to the streamer, so Backend 2 hears of it. After each
-commit `on_committed(flow_ids)` says whose events are now in the store (readers of a live run
-wait for it). One call is in flight at a time; what arrives meanwhile goes in the next.
+preview; the full outputs stay in the element's checkpoint). A commit that fails is retried
+`_COMMIT_ATTEMPTS` times; if it still fails, `on_store_failure(flow_ids, message)` is called
+(the coordinator stops those runs loudly) and the events are still handed to the streamer, so
+Backend 2 hears of it. After each commit `on_committed(flow_ids)` says whose events are now
+in the store (readers of a live run wait for it). One call is in flight at a time; what arrives meanwhile goes in the next.
 So an idle flow's `flow_started` or LLM token leaves at once (the token relay goal is p99 ≤ 5 ms
 to Backend 2), a flow of inline elements is one entry of one call, and under load a thousand
 streaming flows share each actor call instead of paying one per token.

@@ -175,6 +175,8 @@ def backoff_delay(attempt: int) -> float:
 class StreamerCore:
     """The streamer's logic; `Backend2Streamer` is this class as a Ray actor."""
 
+    _delivered_count = 0  # events confirmed since the delivered-events metric was last recorded
+
     def __init__(
         self,
         settings: Settings,
@@ -189,7 +191,6 @@ class StreamerCore:
         self._owns = owns  # the flows of the store this streamer delivers (its coordinator's)
         self._ready: asyncio.Task[int] | None = None
         self._confirmed: dict[str, int] = {}  # flow id → delivered seq not yet written to the store
-        self._delivered_count = 0  # events confirmed since the metric was last recorded
         self._confirm_flush: asyncio.Task[None] | None = None
         self._opening: dict[str, asyncio.Future[_Delivery]] = {}  # flows being backfilled from the store
         self.give_up_after_finish = give_up_after_finish
@@ -604,7 +605,8 @@ class StreamerCore:
         if delivery.unpinged_since is not None:
             deadlines.append(ping_time(delivery.unpinged_since))
         deadline = min((d for d in deadlines if d is not None), default=None)
-        timer = None if deadline is None else asyncio.get_running_loop().call_at(deadline, delivery.wake.set)
+        loop = asyncio.get_running_loop()
+        timer = None if deadline is None else loop.call_later(max(deadline - time.monotonic(), 0), delivery.wake.set)
         try:
             await delivery.wake.wait()
         finally:
