@@ -7,10 +7,11 @@ Prints one JSON line with what it saw."""
 import asyncio
 import json
 import os
-import sys
 import time
 
 import httpx
+
+from tests.e2e.cluster_checks import exit_with
 
 os.environ["SANDBOX_RESOURCE"] = "sandbox"
 os.environ["LOG_LEVEL"] = "WARNING"
@@ -82,57 +83,46 @@ def main() -> int:
     from ray import serve
     from ray.cluster_utils import Cluster
 
+    from tests.e2e.cluster_checks import serving
     from tests.fakes.backend2 import FakeBackend2
-    from tests.fixtures.service import free_port
 
     backend2 = FakeBackend2().start()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     worker = cluster.add_node(num_cpus=1)
     sandbox_nodes = [cluster.add_node(num_cpus=1, resources={"sandbox": 100}) for _ in range(2)]
-    ray.init(address=cluster.address, log_to_driver=False)
     roles = {cluster.head_node.node_id: "head", worker.node_id: "worker"}
     roles.update({node.node_id: f"sandbox-{i}" for i, node in enumerate(sandbox_nodes)})
     try:
-        import serve_app
+        with serving(cluster) as port:
+            flow_id = "multinode-1"
+            body = custom_code_flow(flow_id, backend2)
+            status = httpx.post(f"http://127.0.0.1:{port}/execute", json=body, timeout=60).status_code
+            events = backend2.wait_for_completion(f"ws/{flow_id}", timeout=120)
+            health = wait_for_isolation(port)
+            from actors.names import SANDBOX_NAME
 
-        port = free_port()
-        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
-        serve.run(serve_app.app, name="flow-executor", route_prefix="/")
-        flow_id = "multinode-1"
-        body = custom_code_flow(flow_id, backend2)
-        status = httpx.post(f"http://127.0.0.1:{port}/execute", json=body, timeout=60).status_code
-        events = backend2.wait_for_completion(f"ws/{flow_id}", timeout=120)
-        health = wait_for_isolation(port)
-        from actors.names import SANDBOX_NAME
-
-        service_runs = runs_by_node(SANDBOX_NAME, roles)
-        serve.shutdown()
-        t0 = time.monotonic()
-        moved = asyncio.run(move_a_run(cluster, sandbox_nodes, roles))
-        moved["seconds"] = round(time.monotonic() - t0, 1)
-        print(
-            json.dumps(
-                {
-                    "status": status,
-                    "outputs": events[-1]["data"]["outputs"],
-                    "seqs": [e["seq"] for e in events],
-                    "nodes": len(ray.nodes()),
-                    "health": health,
-                    "service_runs": service_runs,
-                    "moved": moved,
-                }
+            service_runs = runs_by_node(SANDBOX_NAME, roles)
+            serve.shutdown()
+            t0 = time.monotonic()
+            moved = asyncio.run(move_a_run(cluster, sandbox_nodes, roles))
+            moved["seconds"] = round(time.monotonic() - t0, 1)
+            print(
+                json.dumps(
+                    {
+                        "status": status,
+                        "outputs": events[-1]["data"]["outputs"],
+                        "seqs": [e["seq"] for e in events],
+                        "nodes": len(ray.nodes()),
+                        "health": health,
+                        "service_runs": service_runs,
+                        "moved": moved,
+                    }
+                )
             )
-        )
-        return 0
+            return 0
     finally:
-        serve.shutdown()
-        ray.shutdown()
-        cluster.shutdown()
         backend2.shutdown()
 
 
 if __name__ == "__main__":
-    t0 = time.monotonic()
-    code = main()
-    print(f"took {time.monotonic() - t0:.1f} s", file=sys.stderr)
-    sys.exit(code)
+    exit_with(main)

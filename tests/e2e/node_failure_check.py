@@ -10,20 +10,16 @@ run ended and where its coordinator runs afterwards.
 
 import json
 import os
-import sys
 import tempfile
 import time
 import uuid
 
 import httpx
 
+from tests.e2e.cluster_checks import exit_with
+
 CHUNKS = 80
 DELAY = 0.05  # s between tokens: the LLM element streams for ~4 s
-
-os.environ["LOG_LEVEL"] = "WARNING"
-os.environ["COORDINATOR_COUNT"] = "3"
-os.environ["RUN_STORE"] = "sqlite"
-os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="node-failure-store-")
 
 
 def node_of(actor_name: str) -> str:
@@ -68,16 +64,18 @@ def wait_until(predicate, timeout: float, what: str):
 
 
 def main() -> int:
-    import ray
-    from ray import serve
     from ray.cluster_utils import Cluster
 
     from actors.names import coordinator_name, streamer_name
+    from tests.e2e.cluster_checks import serving
     from tests.fakes.backend2 import FakeBackend2
     from tests.fakes.bedrock_server import FakeBedrock
     from tests.fixtures.bedrock import bedrock_env
-    from tests.fixtures.service import free_port
 
+    os.environ["LOG_LEVEL"] = "WARNING"  # set here, in the check's process: the test imports this module
+    os.environ["COORDINATOR_COUNT"] = "3"
+    os.environ["RUN_STORE"] = "sqlite"
+    os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="node-failure-store-")
     bedrock = FakeBedrock().start()
     os.environ.update(bedrock_env(bedrock) | {"AWS_EC2_METADATA_DISABLED": "true"})
     backend2 = FakeBackend2().start()
@@ -89,72 +87,62 @@ def main() -> int:
     workers = {cluster.add_node(num_cpus=1).node_id: None for _ in range(2)}
     nodes = {node.node_id: node for node in cluster.worker_nodes}
     head_id = cluster.head_node.node_id
-    cluster.wait_for_nodes()  # all three registered before the pool spreads over them
-    ray.init(address=cluster.address, log_to_driver=False)
     try:
-        import serve_app
-
-        port = free_port()
-        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
-        serve.run(serve_app.app, name="flow-executor", route_prefix="/")
-        base = f"http://127.0.0.1:{port}"
-        count = 3
-        placed = {i: (node_of(coordinator_name(i)), node_of(streamer_name(i))) for i in range(count)}
-        node_count = len(cluster.worker_nodes) + 1
-        # a coordinator on a worker with its streamer beside it (one restarted while the box is
-        # loaded may have moved away from its streamer: Ray does not move the streamer with it)
-        pairs = [i for i, (c, s) in placed.items() if c in workers and c == s]
-        assert pairs, f"no coordinator on a worker node with its streamer beside it: {placed}"
-        victim_index = pairs[0]
-        victim_node = placed[victim_index][0]
-        flow_id = flow_id_for(victim_index, count)
-        path = f"ws/{flow_id}"
-        bedrock.script_text([f"tok{i} " for i in range(CHUNKS)], delay=DELAY)
-        status = httpx.post(f"{base}/execute", json=flow_body(flow_id, backend2.url(path)), timeout=60).status_code
-        backend2.wait_for(path, lambda ev: sum(e["type"] == "llm_chunk" for e in ev) >= 10, 60)
-        cluster.remove_node(nodes[victim_node], allow_graceful=False)  # the process tree dies at once
-        removed_at = time.monotonic()
-        events = backend2.wait_for_completion(path, timeout=240)
-        recovered_s = time.monotonic() - removed_at
-        snapshot = wait_until(
-            lambda: (r := httpx.get(f"{base}/flows/{flow_id}", timeout=10)).status_code == 200 and r.json(),
-            120,
-            "the run's status",
-        )
-        by_seq = {e["seq"]: e for e in events}
-        print(
-            json.dumps(
-                {
-                    "status": status,
-                    "nodes": node_count,
-                    "placed": placed,
-                    "coordinator_nodes": sorted({c for c, _s in placed.values()}),
-                    "head": head_id,
-                    "colocated": sum(c == s for c, s in placed.values()),
-                    "victim_was_worker": victim_node in workers and victim_node != head_id,
-                    "coordinator_after": node_of(coordinator_name(victim_index)),
-                    "streamer_after": node_of(streamer_name(victim_index)),
-                    "victim_node": victim_node,
-                    "seqs": sorted(by_seq),
-                    "last": by_seq[max(by_seq)],
-                    "chunks": [e["data"].get("chunk") for _s, e in sorted(by_seq.items()) if e["type"] == "llm_chunk"],
-                    "resumed": [e["data"].get("resumed", False) for e in events if e["type"] == "element_started"],
-                    "run_status": snapshot["status"],
-                    "recovered_s": round(recovered_s, 1),
-                }
+        with serving(cluster) as port:
+            base = f"http://127.0.0.1:{port}"
+            count = 3
+            placed = {i: (node_of(coordinator_name(i)), node_of(streamer_name(i))) for i in range(count)}
+            node_count = len(cluster.worker_nodes) + 1
+            # a coordinator on a worker with its streamer beside it (one restarted while the box is
+            # loaded may have moved away from its streamer: Ray does not move the streamer with it)
+            pairs = [i for i, (c, s) in placed.items() if c in workers and c == s]
+            assert pairs, f"no coordinator on a worker node with its streamer beside it: {placed}"
+            victim_index = pairs[0]
+            victim_node = placed[victim_index][0]
+            flow_id = flow_id_for(victim_index, count)
+            path = f"ws/{flow_id}"
+            bedrock.script_text([f"tok{i} " for i in range(CHUNKS)], delay=DELAY)
+            status = httpx.post(f"{base}/execute", json=flow_body(flow_id, backend2.url(path)), timeout=60).status_code
+            backend2.wait_for(path, lambda ev: sum(e["type"] == "llm_chunk" for e in ev) >= 10, 60)
+            cluster.remove_node(nodes[victim_node], allow_graceful=False)  # the process tree dies at once
+            removed_at = time.monotonic()
+            events = backend2.wait_for_completion(path, timeout=240)
+            recovered_s = time.monotonic() - removed_at
+            snapshot = wait_until(
+                lambda: (r := httpx.get(f"{base}/flows/{flow_id}", timeout=10)).status_code == 200 and r.json(),
+                120,
+                "the run's status",
             )
-        )
-        return 0
+            by_seq = {e["seq"]: e for e in events}
+            print(
+                json.dumps(
+                    {
+                        "status": status,
+                        "nodes": node_count,
+                        "placed": placed,
+                        "coordinator_nodes": sorted({c for c, _s in placed.values()}),
+                        "head": head_id,
+                        "colocated": sum(c == s for c, s in placed.values()),
+                        "victim_was_worker": victim_node in workers and victim_node != head_id,
+                        "coordinator_after": node_of(coordinator_name(victim_index)),
+                        "streamer_after": node_of(streamer_name(victim_index)),
+                        "victim_node": victim_node,
+                        "seqs": sorted(by_seq),
+                        "last": by_seq[max(by_seq)],
+                        "chunks": [
+                            e["data"].get("chunk") for _s, e in sorted(by_seq.items()) if e["type"] == "llm_chunk"
+                        ],
+                        "resumed": [e["data"].get("resumed", False) for e in events if e["type"] == "element_started"],
+                        "run_status": snapshot["status"],
+                        "recovered_s": round(recovered_s, 1),
+                    }
+                )
+            )
+            return 0
     finally:
-        serve.shutdown()
-        ray.shutdown()
-        cluster.shutdown()
         backend2.shutdown()
         bedrock.stop()
 
 
 if __name__ == "__main__":
-    t0 = time.monotonic()
-    code = main()
-    print(f"took {time.monotonic() - t0:.1f} s", file=sys.stderr)
-    sys.exit(code)
+    exit_with(main)

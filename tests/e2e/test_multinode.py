@@ -1,23 +1,14 @@
 """A 4-node Ray cluster (ray.cluster_utils.Cluster) runs flows; custom code lands on both sandbox
 nodes and nowhere else, and a run whose sandbox node leaves the cluster finishes on the other."""
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.cluster_checks import run_check
 
 
 @pytest.mark.ray
 def test_flows_run_on_a_cluster_and_custom_code_is_spread_over_the_sandbox_nodes():
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.e2e.multinode_check"], cwd=ROOT, capture_output=True, text=True, timeout=400
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    result = run_check("tests.e2e.multinode_check", timeout=400)
     assert result["status"] == 200
     assert result["nodes"] == 4
     assert result["outputs"] == {"x": 42}

@@ -4,22 +4,10 @@ The check runs in a process of its own (`tests.e2e.node_failure_check`: a 3-node
 ray.cluster_utils.Cluster, which cannot share the session's Ray runtime).
 """
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
+from tests.e2e.cluster_checks import run_check
 from tests.e2e.node_failure_check import CHUNKS
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_check(module: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", module], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
 
 
 @pytest.mark.ray
