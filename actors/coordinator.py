@@ -50,11 +50,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors import metrics
 from actors.event_forwarder import EventForwarder, EventOutbox
-from actors.names import coordinator_index, pool_options, streamer_name
+from actors.names import coordinator_index, named_actor_options, on_node, streamer_name
 from actors.placement import RayInvoker
 from actors.ray_types import remote_view
 from actors.sandbox import SandboxActorClient
@@ -611,8 +610,7 @@ def _own_streamer(index: int, count: int, resource: str) -> Any:
     places a zero-CPU actor anywhere under a soft one. When the node dies, the streamer dies
     with it (it cannot restart elsewhere) and the coordinator, restarted on another node,
     creates it again there."""
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    options = {**pool_options(streamer_name(index), resource), "scheduling_strategy": here}
+    options = named_actor_options(streamer_name(index), resource, on_node(ray.get_runtime_context().get_node_id()))
     return remote_view(Backend2Streamer).options(**options).remote(index, count)
 
 

@@ -21,12 +21,12 @@ from typing import Any, Literal
 import ray
 
 from actors.coordinator import FlowCoordinator
-from actors.names import coordinator_name, pool_options, pool_size
+from actors.names import coordinator_name, named_actor_options, pool_size
 from actors.ray_types import remote_view
 
 
 def _coordinator(index: int, count: int, resource: str) -> Any:
-    options = {**pool_options(coordinator_name(index), resource), "scheduling_strategy": "SPREAD"}
+    options = named_actor_options(coordinator_name(index), resource, "SPREAD")
     return remote_view(FlowCoordinator).options(**options).remote(index, count)
 
 

@@ -7,8 +7,9 @@ task by task, highly concurrent, holding no CPU. A flow belongs to coordinator
 `crc32(flow_id) % count`, so every replica of the ingress routes a flow id the same way; the
 coordinator of index i publishes its flows' events through streamer i only, so one flow's
 events go out over one WebSocket in seq order and no streamer carries the whole cluster.
-`pool_options(name, resource)` are a pool actor's options: with `COORDINATOR_RESOURCE` set,
-coordinators and streamers require that custom resource (a cluster keeps them, and the secrets
+`named_actor_options(name, resource, strategy)` are a long-lived actor's options (`on_node`
+pins one to a node): with `COORDINATOR_RESOURCE` set, coordinators and streamers require that
+custom resource (a cluster keeps them, and the secrets
 they hold, off the nodes that run user code). `pool_size(setting, cluster_cpus)` is how many coordinators a new pool gets (`COORDINATOR_COUNT`,
 or `auto`: one per two CPUs of the cluster, at least 2, at most 64). This module creates
 nothing (see `actors.directory`) and imports no other actor module.
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import zlib
 from typing import Any, Literal
+
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 NAMESPACE = "flow-executor"
 SANDBOX_NAME = "custom-code-sandbox"
@@ -42,9 +45,21 @@ def streamer_name(index: int) -> str:
     return f"backend2-streamer-{index}"
 
 
-def pool_options(name: str, resource: str) -> dict[str, Any]:
-    """Options of a coordinator or streamer named `name`, requiring `resource` when set."""
-    return {"name": name, **ACTOR_OPTIONS, **({"resources": {resource: 0.01}} if resource else {})}
+def named_actor_options(name: str, resource: str = "", strategy: Any = None) -> dict[str, Any]:
+    """Options of the long-lived actor `name` (`ACTOR_OPTIONS`), requiring 0.01 of the custom
+    resource `resource` when set and placed by the scheduling strategy `strategy` when given."""
+    options: dict[str, Any] = {"name": name, **ACTOR_OPTIONS}
+    if resource:
+        options["resources"] = {resource: 0.01}
+    if strategy is not None:
+        options["scheduling_strategy"] = strategy
+    return options
+
+
+def on_node(node_id: str) -> NodeAffinitySchedulingStrategy:
+    """On that node and only there: an actor pinned so dies with its node (Ray 2.60 places a
+    zero-CPU actor anywhere under a soft affinity, so it is hard)."""
+    return NodeAffinitySchedulingStrategy(node_id, soft=False)
 
 
 def coordinator_index(flow_id: str, count: int) -> int:

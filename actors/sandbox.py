@@ -49,9 +49,8 @@ from typing import Any
 
 import ray
 from ray.exceptions import ActorUnschedulableError, RayActorError, RayError, RayTaskError
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.names import ACTOR_OPTIONS, NAMESPACE, SANDBOX_NAME
+from actors.names import NAMESPACE, SANDBOX_NAME, named_actor_options, on_node
 from actors.ray_types import remote_view
 from actors.sandbox_nodes import (
     SandboxNodes,
@@ -104,14 +103,7 @@ class SandboxActor:
 
 
 def actor_options(settings: Settings, node_id: str, base: str = SANDBOX_NAME) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "name": sandbox_actor_name(base, node_id),
-        **ACTOR_OPTIONS,  # namespace, get_if_exists, detached, num_cpus=0, …
-        "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False),
-    }
-    if settings.sandbox_resource:
-        options["resources"] = {settings.sandbox_resource: 0.01}
-    return options
+    return named_actor_options(sandbox_actor_name(base, node_id), settings.sandbox_resource, on_node(node_id))
 
 
 def sandbox_actors(base: str = SANDBOX_NAME) -> dict[str, Any]:

@@ -175,8 +175,6 @@ def backoff_delay(attempt: int) -> float:
 class StreamerCore:
     """The streamer's logic; `Backend2Streamer` is this class as a Ray actor."""
 
-    _delivered_count = 0  # events confirmed since the delivered-events metric was last recorded
-
     def __init__(
         self,
         settings: Settings,
@@ -189,6 +187,7 @@ class StreamerCore:
         self.settings = settings
         self.store = store
         self._owns = owns  # the flows of the store this streamer delivers (its coordinator's)
+        self._delivered_count = 0  # events confirmed since the delivered-events metric was last recorded
         self._ready: asyncio.Task[int] | None = None
         self._confirmed: dict[str, int] = {}  # flow id → delivered seq not yet written to the store
         self._confirm_flush: asyncio.Task[None] | None = None
