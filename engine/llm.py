@@ -63,7 +63,7 @@ class ToolSpec:
 
 @dataclass(frozen=True)
 class StreamEnd:
-    """The last item of `stream_text`."""
+    """The end of a text stream (what `generate_text` returns)."""
 
     text: str
     usage: dict[str, int]

@@ -4,7 +4,7 @@ Contract: `BedrockService` (`from services.bedrock import BedrockService`) imple
 `engine.ports.LlmService`; `ServiceHub.bedrock` builds one per hub, so one per process.
 Importing this package loads boto3 but creates no client and needs no credentials. One concept
 per module, each with its own contract:
-- `service`: `BedrockService` — `stream_text`, `generate_text`, `converse_tool`, `close`;
+- `service`: `BedrockService` — `generate_text`, `converse_tool`, `close`;
 - `client`: the boto3 client — region, credentials, endpoint, retries, timeouts, pool size;
 - `workers`: the dedicated thread pool every blocking boto3 call runs in, and the loop ↔ thread
   hand-over that never makes the loop wait;

@@ -6,13 +6,11 @@ Contract:
   `BEDROCK_MAX_CONCURRENCY` threads (`services.bedrock.workers`) in which every call runs,
   never on the loop. `BEDROCK_MAX_ATTEMPTS` is botocore's attempts per call, the first included.
   Building the service needs no credentials and opens no connection.
-- `stream_text(request)` calls `converse_stream` and yields each text delta (`str`) as soon as
-  botocore parses its frame (thread → loop with `call_soon_threadsafe`), then one `StreamEnd`
-  with the full text, usage and stop reason. `generate_text(request, on_text)` does the same
-  with a callback: each delta goes from the thread's hand-off straight to `on_text` on the loop
-  (no queue or generator step per delta: the token path) and the `StreamEnd` is returned.
-  Cancelling the awaiting coroutine (or closing the generator) hangs up the HTTP stream at once
-  (`services.bedrock.streaming`).
+- `generate_text(request, on_text)` calls `converse_stream` and hands each text delta (`str`)
+  to `on_text` on the loop as soon as botocore parses its frame (thread → loop with
+  `call_soon_threadsafe`, no queue or generator step per delta: the token path), then returns
+  one `StreamEnd` with the full text, usage and stop reason. Cancelling the awaiting coroutine
+  hangs up the HTTP stream at once (`services.bedrock.streaming`).
 - `converse_tool(request, tool)` calls `converse` with the tool forced (`toolChoice`) and
   returns the tool input plus the assistant content (for a repair turn).
 - Every failure reaches the caller as an `engine.errors` type with a stable `error_type`
@@ -25,8 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, Callable
-from functools import partial
+from collections.abc import Callable
 
 from engine.errors import ElementError
 from engine.events import Redactor
@@ -35,7 +32,7 @@ from engine.settings import Settings
 from services.bedrock.client import BedrockClient, new_client
 from services.bedrock.errors import element_error
 from services.bedrock.replies import TextCollector, tool_reply
-from services.bedrock.streaming import StreamHandle, StreamItem, fail_with, forward_failure
+from services.bedrock.streaming import StreamHandle, fail_with
 from services.bedrock.workers import Workers, call_soon
 
 
@@ -50,30 +47,6 @@ class BedrockService:
         self._client: BedrockClient | None = None
 
     # public API
-
-    async def stream_text(self, request: ConverseRequest) -> AsyncGenerator[str | StreamEnd]:
-        """Text deltas as they arrive, then one `StreamEnd`. Use with `contextlib.aclosing`."""
-        loop = asyncio.get_running_loop()
-        items: asyncio.Queue[StreamItem] = asyncio.Queue()
-        handle = StreamHandle()
-
-        def push(item: str | StreamEnd | ElementError) -> None:
-            if not call_soon(loop, items.put_nowait, item):  # the loop is gone: nobody listens any more
-                handle.cancel()
-
-        pump = self._workers.run(self._pump_stream, request, handle, push)
-        pump.add_done_callback(partial(forward_failure, items))
-        finished = False
-        try:
-            while not finished:
-                item = await items.get()
-                finished = not isinstance(item, str)
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            if not finished:
-                handle.cancel()
 
     async def generate_text(self, request: ConverseRequest, on_text: Callable[[str], None]) -> StreamEnd:
         """Stream `request`, calling `on_text` on the loop for every delta as it arrives: straight

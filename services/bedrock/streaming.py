@@ -1,14 +1,14 @@
 """An open ConverseStream, shared by the thread that reads it and the loop that may hang it up.
 
 Contract: the reading thread `attach`es the stream once it is open and `release`s (closes) it
-when done; the loop may `cancel` at any time — when the awaiting coroutine is cancelled or the
-generator closed — and the HTTP stream is hung up at once: the reading side of its socket is
+when done; the loop may `cancel` at any time — when the awaiting coroutine is cancelled — and
+the HTTP stream is hung up at once: the reading side of its socket is
 shut down from the loop's side, which also wakes a reading thread blocked on a silent socket
 (a model thinking), and the connection is closed rather than returned to the pool. A stream
 already read to its end (its connection back in the pool) is left alone. A cancel that comes
-before `attach` closes the stream as soon as it opens. `forward_failure` ends a stream's items
-(`fail_with`: its outcome) with the error of a worker job that failed outright (the service
-closed), so nobody waits for items that will never come.
+before `attach` closes the stream as soon as it opens. `fail_with` ends a stream's outcome with
+the error of a worker job that failed outright (the service closed), so nobody waits for an end
+that will never come.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import threading
 
 from engine.llm import StreamEnd
 from services.bedrock.replies import EventStream
-
-StreamItem = str | StreamEnd | BaseException  # what the reading thread hands to the loop
 
 
 class StreamHandle:
@@ -70,13 +68,7 @@ def hang_up(stream: EventStream) -> None:
         pass
 
 
-def forward_failure(items: asyncio.Queue[StreamItem], done: asyncio.Future[None]) -> None:
-    """A stream's worker job that failed outright (service closed) ends the stream's items."""
-    if not done.cancelled() and (error := done.exception()) is not None:
-        items.put_nowait(error)
-
-
 def fail_with(result: asyncio.Future[StreamEnd], done: asyncio.Future[None]) -> None:
-    """The same for a stream whose outcome is one future: it fails with the job's error."""
+    """A stream's worker job that failed outright (service closed): its outcome fails with the job's error."""
     if not done.cancelled() and (error := done.exception()) is not None and not result.done():
         result.set_exception(error)
