@@ -1,7 +1,8 @@
 """HTTP ingress: a Ray Serve deployment wrapping a FastAPI app. `serve run serve_app:app`.
 
 Contract: routes only translate HTTP to calls on the coordinator actors and back.
-- `POST /execute` → 200 `started` before the flow runs to its end; 422 with every problem and
+- `POST /execute` → 200 `started` before the flow runs to its end (submissions to one
+  coordinator arriving together share one actor call: `engine.call_batching`); 422 with every problem and
   its JSON path (nothing started); 409 when the flow id is running; 413 over `MAX_REQUEST_BYTES`
   (checked while reading, chunked bodies too); 408 when the body takes longer than
   `REQUEST_BODY_TIMEOUT_SECONDS`. Large bodies are validated off the event loop.
@@ -32,6 +33,7 @@ from actors.directory import cluster_hosts, ensure_coordinators, store_problem
 from actors.names import coordinator_index
 from actors.ray_types import remote_view
 from actors.sandbox import SandboxActorClient
+from engine.call_batching import CallBatcher
 from engine.contracts import CancelOutcome, ResumeOutcome, RunSnapshot, SubmitOutcome
 from engine.limits import MAX_VALUE_DEPTH, depth_exceeds
 from engine.logging_setup import configure_logging
@@ -40,7 +42,7 @@ from engine.rerun import RerunRequest, RerunSource
 from engine.run_store import RunSummary, newest_first, parse_run_cursor, run_cursor
 from engine.settings import get_settings
 from engine.validation import Validation
-from engine.validation_offload import validate_off_loop
+from engine.validation_offload import INLINE_LIMIT, validate_off_loop
 from runtime.catalog import builtin_registry
 from services.sandbox.isolation import make_undumpable
 from web import guards, inspector, schema_routes, sse
@@ -90,7 +92,17 @@ def _not_found(flow_id: str) -> JSONResponse:
     return JSONResponse({"detail": f"no flow '{flow_id}' (unknown, or its retention time has passed)"}, 404)
 
 
-@serve.deployment(name="FlowExecutor", max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
+# The replica runs this app's code on Serve's own event loop instead of a second thread of its own:
+# one loop, no hand-off between two per request (nothing here blocks its loop: large bodies are
+# validated in a thread). Measured in bench/bench_peer.py, see docs/BENCHMARKS.md.
+INGRESS_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+
+
+@serve.deployment(
+    name="FlowExecutor",
+    max_ongoing_requests=1000,
+    ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": INGRESS_ENV}},
+)
 @serve.ingress(api)
 class FlowExecutorIngress:
     def __init__(self) -> None:
@@ -102,11 +114,22 @@ class FlowExecutorIngress:
         if problem is not None:
             raise RuntimeError(problem)  # Serve reports the replica's failure to start, with this message
         self.coordinators = ensure_coordinators(self.settings.coordinator_count, self.settings.coordinator_resource)
+        self.submitters: list[CallBatcher[tuple[bytes, str], SubmitOutcome]] = [
+            CallBatcher(coordinator.submit_many.remote) for coordinator in self.coordinators
+        ]
         self.isolation: str | None = None if self.settings.allow_custom_code else "disabled"
         self._isolation_query: asyncio.Future[None] | None = None
 
     def _coordinator(self, flow_id: str) -> Any:
         return self.coordinators[coordinator_index(flow_id, len(self.coordinators))]
+
+    async def _submit(self, flow_id: str, body: bytes, caller: str) -> SubmitOutcome:
+        """Submissions to one coordinator share actor calls (`CallBatcher`); a body large enough
+        to be validated in a thread goes alone, so it never holds up the small ones."""
+        if len(body) > INLINE_LIMIT:
+            answer: SubmitOutcome = await self._coordinator(flow_id).submit.remote(body, caller)
+            return answer
+        return await self.submitters[coordinator_index(flow_id, len(self.coordinators))].call((body, caller))
 
     async def _validated(self, request: Request) -> tuple[bytes, ExecuteRequest, Validation] | JSONResponse:
         """The body, the request and its validation when within the size and time limits and
@@ -148,7 +171,7 @@ class FlowExecutorIngress:
             return checked
         body, execute_request, _validation = checked
         flow_id = execute_request.flow_id
-        answer: SubmitOutcome = await self._coordinator(flow_id).submit.remote(body, _caller(request))  # raw bytes
+        answer = await self._submit(flow_id, body, _caller(request))  # the raw bytes
         if answer["outcome"] == "conflict":
             return JSONResponse({"detail": f"flow id '{flow_id}' is in use (running, or another caller's)"}, 409)
         if answer["outcome"] == "invalid":

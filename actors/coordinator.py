@@ -8,7 +8,8 @@ run store (`engine.run_store`) holds each run's request, status, element checkpo
 events, written by the coordinator's `EventOutbox` in one group commit per flush.
 - `submit(body, owner)` validates with the same function as the ingress, records the run in
   the store (`conflict` when the id is running, or held by another owner), starts it as an
-  asyncio task and returns at once.
+  asyncio task and returns at once. `submit_many` does it for a batch (one actor call for the
+  submissions an ingress replica received meanwhile), each entry failing alone.
 - Resume: the first call after a (re)start — a crash of this actor, or the whole service
   started again on the same store — picks up every unfinished run of the store that this
   coordinator owns, rebuilds it from its checkpoints and resumes it (settled elements are not
@@ -93,6 +94,19 @@ class _Readers:
 
 
 @dataclass
+class _Admission:
+    """A submission on its way in: its body, validation, owner and what a re-run reuses."""
+
+    body: bytes | dict[str, Any]
+    validation: Validation
+    owner: str
+    reuse: Callable[[FlowPlan], tuple[Resume | None, list[Problem]]] | None = None
+
+    def raw(self) -> bytes:
+        return self.body if isinstance(self.body, bytes) else json.dumps(self.body).encode()
+
+
+@dataclass
 class _ActiveFlow:
     run: FlowRun
     task: asyncio.Task[None]
@@ -162,6 +176,22 @@ class FlowCoordinatorCore:
         validation = await validate_off_loop(body, self.settings, self.registry)
         return await self._create_and_start(body, validation, owner)
 
+    async def submit_many(self, entries: list[tuple[bytes, str]]) -> list[SubmitOutcome | BaseException]:
+        """`submit` for a batch of `(body, owner)` (the ingress's `CallBatcher`): one outcome per
+        entry, in order, the new runs recorded in one store write; an id twice in the batch is
+        started once (the other entry: `conflict`). An entry that failed alone is a
+        `RuntimeError` naming the cause (always picklable), for its caller alone."""
+        await self._ready_once()
+        admissions: list[_Admission | BaseException] = []
+        for body, owner in entries:
+            try:
+                admissions.append(_Admission(body, await validate_off_loop(body, self.settings, self.registry), owner))
+            except Exception as exc:  # a bug tied to this body: its caller alone gets an error
+                admissions.append(_portable(exc))
+        answers = await self._admit([a for a in admissions if isinstance(a, _Admission)])
+        ordered = iter(answers)
+        return [a if isinstance(a, BaseException) else next(ordered) for a in admissions]
+
     async def _create_and_start(
         self,
         body: bytes | dict[str, Any],
@@ -170,26 +200,40 @@ class FlowCoordinatorCore:
         reuse: Callable[[FlowPlan], tuple[Resume | None, list[Problem]]] | None = None,
     ) -> SubmitOutcome:
         """Record a validated run in the store and start it (`reuse`: what it resumes from)."""
-        if not validation.ok:
-            return {"outcome": "invalid", "problems": [p.as_dict() for p in validation.problems]}
-        request, plan = validation.request, validation.plan
-        assert request is not None and plan is not None
-        resume, problems = reuse(plan) if reuse is not None else (None, [])
-        if problems:
-            return {"outcome": "invalid", "problems": [p.as_dict() for p in problems]}
-        if request.flow_id in self.active:
-            return {"outcome": "conflict", "flow_id": request.flow_id}
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        new = NewRun(request.flow_id, owner, raw, request.backend2_ws_url, self.index, time.time())
-        if not await self.store.create_run(new):
-            return {"outcome": "conflict", "flow_id": request.flow_id}
-        self._start(request, plan, owner, resume)
-        metrics.flow_started()
-        return {
-            "outcome": "started",
-            "flow_id": request.flow_id,
-            "warnings": [p.as_dict() for p in validation.warnings],
-        }
+        return (await self._admit([_Admission(body, validation, owner, reuse)]))[0]
+
+    async def _admit(self, admissions: list[_Admission]) -> list[SubmitOutcome]:
+        """Record the valid, free runs in the store (one write) and start those it took."""
+        answers: list[SubmitOutcome] = []
+        chosen: list[tuple[int, _Admission, ExecuteRequest, FlowPlan, Resume | None]] = []
+        claimed: set[str] = set()
+        for admission in admissions:
+            validation = admission.validation
+            if not validation.ok:
+                answers.append({"outcome": "invalid", "problems": [p.as_dict() for p in validation.problems]})
+                continue
+            request, plan = validation.request, validation.plan
+            assert request is not None and plan is not None
+            resume, problems = admission.reuse(plan) if admission.reuse is not None else (None, [])
+            if problems:
+                answers.append({"outcome": "invalid", "problems": [p.as_dict() for p in problems]})
+            elif request.flow_id in self.active or request.flow_id in claimed:
+                answers.append({"outcome": "conflict", "flow_id": request.flow_id})
+            else:
+                claimed.add(request.flow_id)
+                chosen.append((len(answers), admission, request, plan, resume))
+                answers.append({"outcome": "conflict", "flow_id": request.flow_id})  # until the store takes it
+        now = time.time()
+        created = await self.store.create_runs(
+            [NewRun(r.flow_id, a.owner, a.raw(), r.backend2_ws_url, self.index, now) for _, a, r, _, _ in chosen]
+        )
+        for (at, admission, request, plan, resume), taken in zip(chosen, created, strict=True):
+            if taken:
+                self._start(request, plan, admission.owner, resume)
+                metrics.flow_started()
+                warnings = [p.as_dict() for p in admission.validation.warnings]
+                answers[at] = {"outcome": "started", "flow_id": request.flow_id, "warnings": warnings}
+        return answers
 
     # -- re-runs ----------------------------------------------------------------------------------
 
@@ -574,6 +618,12 @@ class FlowCoordinatorCore:
         await asyncio.gather(*(a.task for a in self.active.values()), return_exceptions=True)
         await self.services.aclose()
         await self.store.close()
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """An entry's failure as an exception Ray can always pickle back to the caller."""
+    log.error("a submission failed: %s", type(exc).__name__, exc_info=exc)
+    return RuntimeError(f"the submission failed: {type(exc).__name__}")
 
 
 def _paused_or_refusal(record: RunRecord | None, element_id: str | None) -> RunRecord | ResumeOutcome:

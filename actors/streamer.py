@@ -166,6 +166,17 @@ def ping_time(first_unpinged: float) -> float:
     return math.ceil((first_unpinged + ACK_DELAY) / ACK_DELAY) * ACK_DELAY
 
 
+async def _addresses(destination: Destination) -> list[Any]:
+    """The host's TCP addresses (`getaddrinfo`'s tuples): one written as an address needs no
+    lookup, so it is read at once (asyncio's own connect does the same) instead of in the
+    loop's thread pool; a name is resolved there."""
+    if destination.literal is not None:
+        flags = socket.AI_NUMERICHOST  # parsing only: never a DNS query
+        return socket.getaddrinfo(destination.host, destination.port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP, flags)
+    loop = asyncio.get_running_loop()
+    return await loop.getaddrinfo(destination.host, destination.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+
+
 def backoff_delay(attempt: int) -> float:
     """Exponential, capped, with jitter (50-100 % of the nominal delay)."""
     nominal = min(RECONNECT_FIRST_DELAY * 2.0 ** min(attempt, 16), RECONNECT_MAX_DELAY)
@@ -495,9 +506,7 @@ class StreamerCore:
             raise OutboundRefused(reason)
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(OPEN_TIMEOUT):
-            infos = await loop.getaddrinfo(
-                destination.host, destination.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-            )
+            infos = await _addresses(destination)
         if not infos:
             raise OSError(f"{destination.host} resolves to no address")
         for *_, sockaddr in infos:
@@ -589,11 +598,10 @@ class StreamerCore:
         confirmed, self._confirmed = self._confirmed, {}
         if self.store is None:
             return
-        for flow_id, seq in confirmed.items():
-            try:
-                await self.store.mark_delivered(flow_id, seq)
-            except Exception as exc:  # a lost confirmation only means a few events are resent after a restart
-                log.warning("flow %s: the delivered seq could not be recorded: %s", flow_id, exc)
+        try:
+            await self.store.mark_delivered_many(confirmed)  # one write for every flow confirmed meanwhile
+        except Exception as exc:  # a lost confirmation only means a few events are resent after a restart
+            log.warning("the delivered seqs of %d flows could not be recorded: %s", len(confirmed), exc)
 
     async def _wait(self, delivery: _Delivery, acks: deque[_Ack], closed: asyncio.Future[None]) -> None:
         """Until new events, a pong, a closed connection (each sets `wake`), an ack timeout, a

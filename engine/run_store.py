@@ -14,7 +14,8 @@ Contract:
   `RunStoreError`, never passes silently.
 - `create_run` refuses (returns False) a flow id whose run is not finished, or finished but
   another owner's; a finished run of the same owner is replaced (its events and checkpoints
-  go with it).
+  go with it). `create_runs` does it for several runs at once — one write for all where the
+  backend can — answering each as `create_run` would, in order (an id twice: the first wins).
 - `list_runs` is newest first (by creation), filtered by owner and status, paginated by an
   opaque cursor (`RunPage.next`, passed back as `before`).
 - `prune(before)` deletes finished runs that finished before that time, with their events and
@@ -155,6 +156,8 @@ class RunStore(Protocol):
 
     async def create_run(self, run: NewRun) -> bool: ...
 
+    async def create_runs(self, runs: list[NewRun]) -> list[bool]: ...
+
     async def commit(self, batch: Commit) -> None: ...
 
     async def get_run(self, flow_id: str) -> RunRecord | None: ...
@@ -177,6 +180,10 @@ class RunStore(Protocol):
 
     async def mark_delivered(self, flow_id: str, seq: int) -> None:
         """Backend 2 confirmed every event up to `seq` (never moves backwards)."""
+        ...
+
+    async def mark_delivered_many(self, seqs: dict[str, int]) -> None:
+        """`mark_delivered` for several flows (flow id → seq) in one write."""
         ...
 
     async def prune(self, before: float) -> int: ...

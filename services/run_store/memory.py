@@ -71,6 +71,9 @@ class MemoryRunStore:
         self._checkpoints.pop(run.flow_id, None)
         return True
 
+    async def create_runs(self, runs: list[NewRun]) -> list[bool]:
+        return [await self.create_run(run) for run in runs]
+
     async def commit(self, batch: Commit) -> None:
         self._check("commit")
         if not batch:
@@ -85,9 +88,13 @@ class MemoryRunStore:
                 run.update(values)
 
     async def mark_delivered(self, flow_id: str, seq: int) -> None:
+        await self.mark_delivered_many({flow_id: seq})
+
+    async def mark_delivered_many(self, seqs: dict[str, int]) -> None:
         self._check("mark_delivered")
-        if flow_id in self._delivered:
-            self._delivered[flow_id] = max(self._delivered[flow_id], seq)
+        for flow_id, seq in seqs.items():
+            if flow_id in self._delivered:
+                self._delivered[flow_id] = max(self._delivered[flow_id], seq)
 
     async def prune(self, before: float) -> int:
         self._check("prune")

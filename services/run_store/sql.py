@@ -6,10 +6,11 @@ differences in `dialects`:
   one write transaction (idempotent; safe when several processes open at once); `close()` disposes of the engine. A store not open
   raises `RunStoreError`, and so does every call the database fails (`errors`): nothing passes
   silently, and no message holds a password.
-- The hot writes — `commit` and `mark_delivered` (one per token on the relay path), and the
-  insert of a new run — go through the dialect's `writes` on one connection this store takes
-  from its pool at its first such write and holds (one at a time: a lock), each as one
-  hand-off to the driver: a commit writes its events (an event already stored, from a retried
+- The hot writes — `commit` (one per outbox flush), `mark_delivered_many` (the streamer's
+  confirmations of every flow confirmed meanwhile; `mark_delivered` for one) and `create_runs`
+  (the new runs of a batch of submissions; `create_run` for one) — go through the dialect's `writes` on one connection this store takes from its
+  pool at its first such write and holds (one at a time: a lock), each as one hand-off to the
+  driver: a commit writes its events (an event already stored, from a retried
   commit, is kept as it is), checkpoints (upserted) and run updates in one transaction, and
   nothing else — a commit of events alone never writes the `runs` row; `mark_delivered` only
   ever raises `deliveries.delivered_seq`. Every `checkpoint_every` hot writes, the dialect's
@@ -263,14 +264,31 @@ class SqlRunStore:
         await self._hot_write("commit", lambda driver: self._writes.commit(driver, prepared))
 
     async def mark_delivered(self, flow_id: str, seq: int) -> None:
-        await self._hot_write("mark_delivered", lambda driver: self._writes.mark_delivered(driver, flow_id, seq))
+        await self.mark_delivered_many({flow_id: seq})
+
+    async def mark_delivered_many(self, seqs: dict[str, int]) -> None:
+        if seqs:
+            pairs = list(seqs.items())
+            await self._hot_write("mark_delivered", lambda driver: self._writes.mark_delivered(driver, pairs))
 
     # -- other writes ------------------------------------------------------------------------
 
     async def create_run(self, run: NewRun) -> bool:
+        return (await self.create_runs([run]))[0]
+
+    async def create_runs(self, new_runs: list[NewRun]) -> list[bool]:
+        """The new runs inserted in one hot write; an id found taken is then decided alone."""
+        if not new_runs:
+            return []
+        rows = [new_run_row(run) for run in new_runs]
+        inserted = await self._hot_write(
+            "create_run", lambda driver: self._writes.insert_runs(driver, rows), replayable=False
+        )
+        return [done or await self._replace_finished(run) for run, done in zip(new_runs, inserted, strict=True)]
+
+    async def _replace_finished(self, run: NewRun) -> bool:
+        """A run whose flow id is taken: it replaces a finished run of its owner, else False."""
         row = new_run_row(run)
-        if await self._hot_write("create_run", lambda driver: self._writes.insert_run(driver, row), replayable=False):
-            return True
 
         async def taken(conn: AsyncConnection) -> bool:
             """The flow id is taken: replace its run if finished and of the same owner."""

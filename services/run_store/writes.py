@@ -8,11 +8,12 @@ per-statement work:
   event already stored, from a retried commit, is kept as it is), checkpoints upserted, run
   updates applied. Nothing else: no read, no write to the `runs` row unless the batch carries
   the run's update. Retrying a commit is harmless.
-- `mark_delivered(driver, flow_id, seq)`: raises the run's `deliveries.delivered_seq`, never
-  lowers it; an unknown flow changes nothing.
-- `insert_run(driver, row)`: a new run (`codec.new_run_row`) and its delivery row (at 0), in
-  one transaction; False, and nothing written, when the flow id is taken (the store then
-  decides on SQLAlchemy whether to replace that run or refuse).
+- `mark_delivered(driver, pairs)`: raises each run's `deliveries.delivered_seq` to its seq
+  (`(flow_id, seq)` pairs, in one transaction), never lowers it; an unknown flow changes nothing.
+- `insert_runs(driver, rows)`: new runs (`codec.new_run_row`), each with its delivery row (at
+  0); per row True, or False with nothing written for it when its flow id is taken (the store
+  then decides on SQLAlchemy whether to replace that run or refuse). SQLite: one transaction
+  for all; PostgreSQL: one statement per row.
 - `hold(driver, check)`: once, when the store takes the connection out of its pool (it is
   never put back: `sql` invalidates it when done with it); with `check`, a round trip first
   proves the connection alive (`sql` asks for it after one was lost).
@@ -67,10 +68,10 @@ class Writes(ABC):
     async def commit(self, driver: Any, prepared: PreparedCommit) -> None: ...
 
     @abstractmethod
-    async def mark_delivered(self, driver: Any, flow_id: str, seq: int) -> None: ...
+    async def mark_delivered(self, driver: Any, pairs: list[tuple[str, int]]) -> None: ...
 
     @abstractmethod
-    async def insert_run(self, driver: Any, row: Row) -> bool: ...
+    async def insert_runs(self, driver: Any, rows: list[Row]) -> list[bool]: ...
 
     def lost(self, driver: Any, exc: BaseException | None = None) -> bool:
         return False
@@ -124,18 +125,21 @@ class SqliteWrites(Writes):
 
         await _in_thread(driver, self._transaction(work))
 
-    async def mark_delivered(self, driver: Any, flow_id: str, seq: int) -> None:
+    async def mark_delivered(self, driver: Any, pairs: list[tuple[str, int]]) -> None:
         def work(conn: sqlite3.Connection) -> None:
-            conn.execute(_SQLITE_DELIVERED, {"flow_id": flow_id, "seq": seq})
+            conn.executemany(_SQLITE_DELIVERED, [{"flow_id": flow_id, "seq": seq} for flow_id, seq in pairs])
 
         await _in_thread(driver, self._transaction(work))
 
-    async def insert_run(self, driver: Any, row: Row) -> bool:
-        def work(conn: sqlite3.Connection) -> bool:
-            if conn.execute(_SQLITE_INSERT_RUN, row).rowcount != 1:
-                return False
-            conn.execute(_SQLITE_NEW_DELIVERY, row)
-            return True
+    async def insert_runs(self, driver: Any, rows: list[Row]) -> list[bool]:
+        def work(conn: sqlite3.Connection) -> list[bool]:
+            inserted = []
+            for row in rows:
+                new = conn.execute(_SQLITE_INSERT_RUN, row).rowcount == 1
+                if new:
+                    conn.execute(_SQLITE_NEW_DELIVERY, row)
+                inserted.append(new)
+            return inserted
 
         return await _in_thread(driver, self._transaction(work))
 
@@ -237,11 +241,11 @@ class PostgresWrites(Writes):
             *_columns(update_rows, 1 + len(UPDATE_COLUMNS)),
         )
 
-    async def mark_delivered(self, driver: Any, flow_id: str, seq: int) -> None:
-        await driver.execute(_PG_DELIVERED, flow_id, seq)
+    async def mark_delivered(self, driver: Any, pairs: list[tuple[str, int]]) -> None:
+        await driver.executemany(_PG_DELIVERED, pairs)  # asyncpg: one transaction for all
 
-    async def insert_run(self, driver: Any, row: Row) -> bool:
-        return await driver.fetchval(_PG_INSERT_RUN, *(row[c] for c in _RUN_COLUMNS)) is not None
+    async def insert_runs(self, driver: Any, rows: list[Row]) -> list[bool]:
+        return [await driver.fetchval(_PG_INSERT_RUN, *(row[c] for c in _RUN_COLUMNS)) is not None for row in rows]
 
     def lost(self, driver: Any, exc: BaseException | None = None) -> bool:
         return bool(driver.is_closed()) or (exc is not None and connection_lost(exc))

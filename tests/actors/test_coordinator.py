@@ -7,6 +7,7 @@ import json
 import uuid
 from types import SimpleNamespace
 
+from actors import coordinator as coordinator_module
 from actors.coordinator import FlowCoordinatorCore
 from engine.run_store import RunStoreError
 from engine.settings import Settings
@@ -195,3 +196,47 @@ async def test_a_stored_run_whose_request_no_longer_validates_is_closed_as_faile
     record = await store.get_run(flow_id)
     assert record.status == "failed" and record.finished_at is not None and record.last_seq == 2
     assert (await core.status(flow_id, "alice"))["error"]["error_type"] == "resume_failed"
+
+
+class CountsCreates:
+    """The store as is, counting its `create_runs` calls (one per batch is the point)."""
+
+    def __init__(self, store):
+        self._store = store
+        self.batches: list[list[str]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def create_runs(self, new_runs):
+        self.batches.append([run.flow_id for run in new_runs])
+        return await self._store.create_runs(new_runs)
+
+
+async def test_a_batch_of_submissions_is_recorded_in_one_write_and_answers_each_entry(store, monkeypatch, caplog):
+    tag = uuid.uuid4().hex[:6]
+    ok, other, broken, invalid = (f"{name}-{tag}" for name in ("ok", "other", "broken", "invalid"))
+    counting = CountsCreates(store)
+    core = coordinator(counting, FakeStreamer(), Settings(_env_file=None))
+    real_validate = coordinator_module.validate_off_loop
+
+    async def validate(body, settings, registry):
+        if broken.encode() in body:
+            raise KeyError("a bug")  # stands for a validation that crashes on one body
+        return await real_validate(body, settings, registry)
+
+    monkeypatch.setattr(coordinator_module, "validate_off_loop", validate)
+    bodies = [json.dumps(flow(flow_id)).encode() for flow_id in (ok, broken, ok, other)]  # they hang: running
+    bodies.append(b'{"flow_id": "' + invalid.encode() + b'"}')
+    answers = await core.submit_many([(body, "alice") for body in bodies])
+    assert answers[0]["outcome"] == "started" and answers[0]["flow_id"] == ok
+    assert isinstance(answers[1], RuntimeError) and str(answers[1]) == "the submission failed: KeyError"
+    assert answers[2] == {"outcome": "conflict", "flow_id": ok}  # the same id twice in one batch: started once
+    assert answers[3]["outcome"] == "started" and answers[3]["flow_id"] == other
+    assert answers[4]["outcome"] == "invalid" and answers[4]["problems"]
+    assert counting.batches == [[ok, other]]  # one store write for the batch's new runs
+    assert "a submission failed: KeyError" in caplog.text
+    assert sorted(core.active) == sorted([ok, other])
+    assert (await core.submit_many([(bodies[0], "alice")]))[0]["outcome"] == "conflict"  # still running
+    for flow_id in (ok, other):
+        await core.cancel(flow_id, "test over", "alice")

@@ -293,6 +293,22 @@ async def test_refused_destinations_are_never_connected_to(monkeypatch, backend2
             await instance.close()
 
 
+async def test_an_address_written_as_one_is_connected_to_without_a_lookup(monkeypatch, streamer, backend2):
+    looked_up: list[str] = []
+    real = asyncio.get_running_loop().getaddrinfo
+
+    async def counting_getaddrinfo(host, *args, **kwargs):
+        looked_up.append(host)
+        return await real(host, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", counting_getaddrinfo)
+    flow = new_flow("literal")
+    await streamer.publish(flow, backend2.url(f"ws/{flow}"), events(flow, 1, 2, final=True), final=True)
+    await wait_until(lambda: streamer.flows[flow].task.done(), timeout=5)
+    assert seqs(backend2.messages(f"ws/{flow}")) == [1, 2]
+    assert looked_up == []  # 127.0.0.1 needs no resolver thread; a name would (see the rebinding test)
+
+
 async def test_numeric_spellings_of_loopback_reach_a_local_backend2_by_default(streamer, backend2):
     flow = new_flow("spelling")
     url = backend2.url(f"ws/{flow}").replace("127.0.0.1", "2130706433")
@@ -476,3 +492,37 @@ async def test_a_restarted_streamer_of_a_pool_resumes_only_its_coordinators_flow
     finally:
         for streamer in streamers:
             await streamer.close()
+
+
+async def test_confirmations_of_many_flows_are_recorded_in_one_store_write(monkeypatch, backend2):
+    """Backend 2's confirmations go to the store together, every `CONFIRM_FLUSH_INTERVAL`: one
+    write for all the flows confirmed meanwhile, never one per flow."""
+    from actors import streamer as streamer_module
+    from engine.run_store import NewRun
+    from services.run_store.memory import MemoryRunStore
+
+    class CountingStore(MemoryRunStore):
+        def __init__(self):
+            super().__init__()
+            self.writes: list[dict[str, int]] = []
+
+        async def mark_delivered_many(self, seqs):
+            self.writes.append(dict(seqs))
+            await super().mark_delivered_many(seqs)
+
+    monkeypatch.setattr(streamer_module, "CONFIRM_FLUSH_INTERVAL", 60.0)  # nothing flushed before close()
+    store = CountingStore()
+    await store.open()
+    flows = [new_flow("confirmed") for _ in range(10)]
+    for flow in flows:
+        await store.create_run(NewRun(flow, "", b"{}", backend2.url(f"ws/{flow}"), 0, 1.0))
+    instance = StreamerCore(Settings(_env_file=None), store=store)
+    try:
+        for flow in flows:
+            await instance.publish(flow, backend2.url(f"ws/{flow}"), events(flow, 1, 3, final=True), final=True)
+        await wait_until(lambda: all(instance.flows[f].task.done() for f in flows), timeout=15)
+        assert store.writes == []
+    finally:
+        await instance.close()  # writes what is pending
+    assert store.writes == [{flow: 3 for flow in flows}]
+    assert [(await store.get_run(flow)).delivered_seq for flow in flows] == [3] * 10

@@ -102,7 +102,7 @@ def owned_service(service):
 
     import serve_app
 
-    env = {"API_KEYS": ",".join(f"{name}:{key}" for name, key in KEYS.items())}
+    env = serve_app.INGRESS_ENV | {"API_KEYS": ",".join(f"{name}:{key}" for name, key in KEYS.items())}
     app = serve_app.FlowExecutorIngress.options(ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": env}})
     serve.run(app.bind(), name="owned", route_prefix="/owned")
     yield f"{service}/owned"

@@ -136,6 +136,27 @@ async def test_create_refuses_an_unfinished_or_foreign_run_and_replaces_a_finish
     assert await store.get_run("unknown") is None
 
 
+async def test_create_runs_answers_each_run_as_create_run_would(store):
+    assert await store.create_run(new_run("running"))
+    assert await store.create_run(new_run("done"))
+    await store.commit(Commit(events=[event("done", 1)], runs=[finished("done", 1500.0)]))
+    batch = [
+        new_run("new-1"),
+        new_run("running"),  # not finished: refused
+        new_run("new-2", owner="bob"),
+        new_run("new-1", owner="bob"),  # twice in the batch: the first wins
+        new_run("done", body=b'{"v":2}'),  # finished, same owner: replaced
+    ]
+    assert await store.create_runs(batch) == [True, False, True, False, True]
+    assert await store.create_runs([]) == []
+    assert (await store.get_run("new-1")).owner == "alice"
+    assert (await store.get_run("new-2")).owner == "bob"
+    replaced = await store.get_run("done")
+    assert (replaced.status, replaced.body) == ("pending", b'{"v":2}')
+    assert await store.events("done") == []
+    assert (await store.get_run("running")).status == "pending"
+
+
 async def test_one_commit_writes_events_checkpoints_and_updates_of_several_runs(store):
     for flow_id in ("a", "b", "c"):
         assert await store.create_run(new_run(flow_id))
@@ -288,6 +309,16 @@ async def test_open_deliveries_and_mark_delivered_never_moves_backwards(store):
     assert [d.flow_id for d in await store.open_deliveries()] == ["live"]
     await store.commit(Commit(events=[event("live", 1)]))
     assert await store.open_deliveries() == [OpenDelivery("live", "ws://backend2.test/live", 0, 1, False)]
+
+
+async def test_mark_delivered_many_raises_each_flow_s_seq_in_one_call(store):
+    for flow_id in ("a", "b", "c"):
+        await store.create_run(new_run(flow_id))
+    await store.mark_delivered("c", 5)
+    await store.mark_delivered_many({"a": 2, "b": 7, "c": 3, "unknown": 4})  # c: late, ignored
+    assert [(await store.get_run(f)).delivered_seq for f in ("a", "b", "c")] == [2, 7, 5]
+    await store.mark_delivered_many({})
+    assert await store.get_run("unknown") is None
 
 
 async def test_last_seq_is_the_highest_event_stored_whatever_commit_wrote_it(store):
