@@ -9,6 +9,11 @@ every Ray process — GCS, raylet, proxy, ingress, coordinators, streamer, worke
 one process). Flows are start → data_block → end. `RUN_STORE` as the service runs by default
 (SQLite); `--store memory` for the in-memory store.
 
+Also, each side's idle CPU (cores busy over `IDLE_SECONDS` with no flow, after the warm-up: Ray's
+and Serve's periodic work — controller loop, metrics agent, health checks) and the marginal CPU
+per flow: the throughput window's CPU less that idle rate, i.e. what one more flow costs. The idle
+part is a fixed cost per node, so its share per flow falls as a node serves more flows.
+
 How the client reaches the service: by default through Serve's Python proxy (the `http_options`
 port); `--direct-ingress` straight at the ingress replica's own port (Serve's direct ingress);
 `--haproxy` through Serve's HAProxy mode — HAProxy on the `http_options` port (the stable address)
@@ -44,6 +49,7 @@ from bench.bench_service import (
 
 LATENCY_FLOWS = 200
 THROUGHPUT_SECONDS = 8.0
+IDLE_SECONDS = 8.0
 GOALS = {"cpu_per_flow": 1.5, "flows_per_s": 0.8, "flow_started_p50_plus_ms": 3.0}
 
 
@@ -54,6 +60,9 @@ async def figures(
         return chain_flow(flow_id, backend2.url(f"ws/{flow_id}"))
 
     await one_flow_at_a_time(base, arrivals, body, 20)  # warm every path
+    idle_cpu0, idle_t0 = cpu(), time.perf_counter()
+    await asyncio.sleep(IDLE_SECONDS)
+    idle = sum(spent(idle_cpu0, cpu()).values()) / (time.perf_counter() - idle_t0)  # cores busy with no flow
     times = await one_flow_at_a_time(base, arrivals, body, LATENCY_FLOWS)
     started = [(s - t0) * 1000 for t0, s, _ in times]
     cpu0, t0 = cpu(), time.perf_counter()
@@ -65,6 +74,8 @@ async def figures(
         "flow_started_p50": statistics.median(started),
         "flows_per_s": rate,
         "cpu_per_flow": cpu_ms,
+        "idle_cpu": idle,
+        "marginal_cpu_per_flow": cpu_ms - idle * 1000 / max(rate, 1e-9),
         "flows_total": total,
     }
 
@@ -228,11 +239,18 @@ def main() -> None:
                 theirs = asyncio.run(figures(peer_base, backend2, arrivals, lambda: process_cpu(peer.pid)))
     finally:
         peer.kill()
-    for name, unit in (("flow_started_p50", "ms"), ("flows_per_s", "flows/s"), ("cpu_per_flow", "ms")):
+    for name, unit in (
+        ("flow_started_p50", "ms"),
+        ("flows_per_s", "flows/s"),
+        ("cpu_per_flow", "ms"),
+        ("marginal_cpu_per_flow", "ms"),
+    ):
         print(f"service_{name}: {ours[name]:.2f} {unit}")
         print(f"peer_{name}: {theirs[name]:.2f} {unit}")
         print(f"service_vs_peer_{name}: {ours[name] / theirs[name]:.2f} x")
     print(f"flow_started_p50_service_minus_peer: {ours['flow_started_p50'] - theirs['flow_started_p50']:.2f} ms")
+    for who, measured in (("service", ours), ("peer", theirs)):
+        print(f"{who}_idle_cpu: {measured['idle_cpu'] * 100:.1f} % of a core")
     flows = ours["flows_total"]
     for kind, seconds in sorted(by_kind(before, after).items(), key=lambda item: -item[1]):
         if seconds * 1000 / flows >= 0.05:  # the whole measurement (latency and throughput rounds)
