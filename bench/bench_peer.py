@@ -175,6 +175,14 @@ def server_processes(outside: set[int]) -> dict[int, tuple[str, float]]:
     return found
 
 
+def cpu_by_kind(outside: set[int]) -> dict[str, float]:
+    """CPU seconds so far per process kind of `server_processes` (summed over its processes)."""
+    kinds: dict[str, float] = {}
+    for kind, seconds in server_processes(outside).values():
+        kinds[kind] = kinds.get(kind, 0.0) + seconds
+    return kinds
+
+
 def spent(before: dict[int, float], after: dict[int, float]) -> dict[int, float]:
     """CPU seconds per process between two samples. Per process, so that one started in between
     counts from zero and one gone in between (an HAProxy replaced by a reload) drops out rather
