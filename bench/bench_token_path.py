@@ -100,7 +100,7 @@ async def measure(args: argparse.Namespace, backend2: Backend2Process, arrivals:
     await round_(5)  # warm
     profiler = cProfile.Profile() if args.profile else None  # wall time: epoll's `poll` is the idle loop
     harness = _harness_threads()
-    tokens0, fake0 = len(arrivals.relay_ms), process_cpu(backend2.process.pid)
+    tokens0, fake0 = len(arrivals.relay_ms), sum(process_cpu(backend2.process.pid).values())
     cpu0 = time.process_time() - _threads_cpu(harness)
     if profiler is not None:
         profiler.enable()
@@ -111,7 +111,7 @@ async def measure(args: argparse.Namespace, backend2: Backend2Process, arrivals:
         profiler.disable()
     tokens = len(arrivals.relay_ms) - tokens0
     cpu = time.process_time() - _threads_cpu(harness) - cpu0
-    fake = process_cpu(backend2.process.pid) - fake0
+    fake = sum(process_cpu(backend2.process.pid).values()) - fake0
     print(f"path_tokens: {tokens} in {time.perf_counter() - t0:.2f} s")
     print(f"path_cpu_per_token: {cpu * 1000 / tokens:.4f} ms")
     print(f"path_backend2_cpu_per_token: {fake * 1000 / tokens:.4f} ms")

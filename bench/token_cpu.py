@@ -90,7 +90,7 @@ class CpuMeter:
         kinds: dict[str, float] = {}
         for name, seconds in cpu_by_kind(set(self.fakes.values())).items():
             kinds[kind_of(name)] = kinds.get(kind_of(name), 0.0) + seconds
-        return CpuSample(kinds, {name: process_cpu(pid) for name, pid in self.fakes.items()})
+        return CpuSample(kinds, {name: sum(process_cpu(pid).values()) for name, pid in self.fakes.items()})
 
 
 async def _round(base: str, backend2, arrivals: Arrivals, meter: CpuMeter, flows: int) -> tuple[CpuSample, int]:
