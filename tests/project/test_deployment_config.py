@@ -38,6 +38,19 @@ def test_serve_config_passes_serves_schema():
     assert deployment.name == "FlowExecutor"
 
 
+def test_the_serve_config_keeps_the_ingress_options_of_the_code():
+    """A deployment's `ray_actor_options` in a Serve config replaces the code's whole (Serve merges
+    only the app's and the deployment's `runtime_env` env vars): the ingress's own environment
+    (`serve_app.INGRESS_ENV`) must be repeated there, or `serve deploy` would drop it."""
+    import serve_app
+
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    options = config["applications"][0]["deployments"][0]["ray_actor_options"]
+    coded = serve_app.FlowExecutorIngress.ray_actor_options
+    assert options["runtime_env"]["env_vars"] == coded["runtime_env"]["env_vars"] == serve_app.INGRESS_ENV
+    assert options["num_cpus"] == coded["num_cpus"] == 0
+
+
 def test_every_nodes_ray_start_runs_serves_haproxy_mode():
     """Serve reads RAY_SERVE_ENABLE_HA_PROXY when its controller, proxies and replicas start: it is in
     the environment of every node's `ray start` (head and workers), not in the app's runtime_env,
