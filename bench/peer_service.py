@@ -18,14 +18,15 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import uvicorn
 import websockets
 from fastapi import FastAPI
-from langchain_core.runnables import RunnableConfig
-from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:  # langgraph is a benchmark requirement (requirements-bench.txt), imported when a graph is built
+    from langchain_core.runnables import RunnableConfig
 
 app = FastAPI()
 _running: set[asyncio.Task[None]] = set()
@@ -86,6 +87,8 @@ def _graph(definition: Definition) -> Any:
 
 
 def _compile(definition: Definition) -> Any:
+    from langgraph.graph import END, START, StateGraph
+
     graph = StateGraph(State)
     for element_id, element in definition.elements.items():
         graph.add_node(element_id, _node(element))
