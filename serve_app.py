@@ -2,8 +2,8 @@
 
 Contract: routes only translate HTTP to calls on the coordinator actors and back.
 - `POST /execute` → 200 `started` before the flow runs to its end (submissions to one
-  coordinator arriving together share one actor call: `engine.call_batching`); 422 with every problem and
-  its JSON path (nothing started); 409 when the flow id is running; 413 over `MAX_REQUEST_BYTES`
+  coordinator arriving together share one actor call: `engine.call_batching`); 422 with every
+  problem and its JSON path (nothing started); 409 when the flow id is running; 413 over `MAX_REQUEST_BYTES`
   (checked while reading, chunked bodies too); 408 when the body takes longer than
   `REQUEST_BODY_TIMEOUT_SECONDS`. Large bodies are validated off the event loop.
 - `POST /validate` → the same checks as `/execute` without running anything: 200 `valid`

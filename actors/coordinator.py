@@ -188,6 +188,7 @@ class FlowCoordinatorCore:
                 admissions.append(_Admission(body, await validate_off_loop(body, self.settings, self.registry), owner))
             except Exception as exc:  # a bug tied to this body: its caller alone gets an error
                 admissions.append(_portable(exc))
+            await asyncio.sleep(0)  # the loop's other work (tokens to relay) between two validations
         answers = await self._admit([a for a in admissions if isinstance(a, _Admission)])
         ordered = iter(answers)
         return [a if isinstance(a, BaseException) else next(ordered) for a in admissions]

@@ -32,7 +32,7 @@ class CallBatcher[T, R]:
         *,
         turns: int = 1,
         max_in_flight: int = 1,
-        max_batch: int = 256,
+        max_batch: int = 64,
     ):
         self._send = send
         self._turns = turns
