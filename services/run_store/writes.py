@@ -12,8 +12,8 @@ per-statement work:
   (`(flow_id, seq)` pairs, in one transaction), never lowers it; an unknown flow changes nothing.
 - `insert_runs(driver, rows)`: new runs (`codec.new_run_row`), each with its delivery row (at
   0); per row True, or False with nothing written for it when its flow id is taken (the store
-  then decides on SQLAlchemy whether to replace that run or refuse). SQLite: one transaction
-  for all; PostgreSQL: one statement per row.
+  then decides on SQLAlchemy whether to replace that run or refuse). One transaction for all:
+  a failure writes none of them.
 - `hold(driver, check)`: once, when the store takes the connection out of its pool (it is
   never put back: `sql` invalidates it when done with it); with `check`, a round trip first
   proves the connection alive (`sql` asks for it after one was lost).
@@ -245,7 +245,14 @@ class PostgresWrites(Writes):
         await driver.executemany(_PG_DELIVERED, pairs)  # asyncpg: one transaction for all
 
     async def insert_runs(self, driver: Any, rows: list[Row]) -> list[bool]:
-        return [await driver.fetchval(_PG_INSERT_RUN, *(row[c] for c in _RUN_COLUMNS)) is not None for row in rows]
+        if len(rows) == 1:  # one statement is a transaction of its own
+            return [await self._insert_run(driver, rows[0])]
+        async with driver.transaction():  # all or nothing, as on SQLite
+            return [await self._insert_run(driver, row) for row in rows]
+
+    @staticmethod
+    async def _insert_run(driver: Any, row: Row) -> bool:
+        return await driver.fetchval(_PG_INSERT_RUN, *(row[c] for c in _RUN_COLUMNS)) is not None
 
     def lost(self, driver: Any, exc: BaseException | None = None) -> bool:
         return bool(driver.is_closed()) or (exc is not None and connection_lost(exc))

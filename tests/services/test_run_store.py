@@ -157,6 +157,16 @@ async def test_create_runs_answers_each_run_as_create_run_would(store):
     assert (await store.get_run("running")).status == "pending"
 
 
+async def test_create_runs_that_fails_writes_none_of_its_runs(store, backing):
+    if backing.kind == "memory":
+        pytest.skip("the memory store has no write that can fail half-way")
+    broken = new_run("broken", owner=None)  # type: ignore[arg-type]  # the owner column is NOT NULL
+    with pytest.raises(RunStoreError):
+        await store.create_runs([new_run("first"), broken, new_run("last")])
+    assert await store.get_run("first") is None and await store.get_run("last") is None
+    assert await store.create_runs([new_run("first")]) == [True]  # the store goes on
+
+
 async def test_one_commit_writes_events_checkpoints_and_updates_of_several_runs(store):
     for flow_id in ("a", "b", "c"):
         assert await store.create_run(new_run(flow_id))
