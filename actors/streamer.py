@@ -14,7 +14,8 @@ Contract:
   text frames, strictly in `seq` order (the log reorders arrivals and holds each event encoded
   once; see `engine.event_log`).
 - Outbound policy (`engine.destinations`): before every connection attempt the URL's host is
-  resolved once (`loop.getaddrinfo`), every address is checked, and the socket is connected
+  resolved once (`loop.getaddrinfo`; a host written as an IP address is only parsed), every
+  address is checked, and the socket is connected
   here to a checked address and handed to websockets (`sock=`), so neither DNS rebinding nor
   a proxy can change where it goes; the Host header and TLS server name stay the URL's.
   Redirects are never followed (websockets cannot follow one on a given socket: the attempt

@@ -202,9 +202,14 @@ def by_kind(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, fl
     return kinds
 
 
-def process_cpu(pid: int) -> dict[int, float]:
+def process_seconds(pid: int) -> float:
+    """CPU seconds (user + system) the process has spent so far."""
     times = psutil.Process(pid).cpu_times()
-    return {pid: times.user + times.system}
+    return float(times.user + times.system)
+
+
+def process_cpu(pid: int) -> dict[int, float]:
+    return {pid: process_seconds(pid)}
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from actors.event_forwarder import EventOutbox
 from actors.streamer import StreamerCore
-from bench.bench_peer import process_cpu
+from bench.bench_peer import process_seconds
 from bench.bench_service import Arrivals, Backend2Process
 from engine.events import EventEmitter
 from engine.run_store import NewRun, RunStore
@@ -100,7 +100,7 @@ async def measure(args: argparse.Namespace, backend2: Backend2Process, arrivals:
     await round_(5)  # warm
     profiler = cProfile.Profile() if args.profile else None  # wall time: epoll's `poll` is the idle loop
     harness = _harness_threads()
-    tokens0, fake0 = len(arrivals.relay_ms), sum(process_cpu(backend2.process.pid).values())
+    tokens0, fake0 = len(arrivals.relay_ms), process_seconds(backend2.process.pid)
     cpu0 = time.process_time() - _threads_cpu(harness)
     if profiler is not None:
         profiler.enable()
@@ -111,7 +111,7 @@ async def measure(args: argparse.Namespace, backend2: Backend2Process, arrivals:
         profiler.disable()
     tokens = len(arrivals.relay_ms) - tokens0
     cpu = time.process_time() - _threads_cpu(harness) - cpu0
-    fake = sum(process_cpu(backend2.process.pid).values()) - fake0
+    fake = process_seconds(backend2.process.pid) - fake0
     print(f"path_tokens: {tokens} in {time.perf_counter() - t0:.2f} s")
     print(f"path_cpu_per_token: {cpu * 1000 / tokens:.4f} ms")
     print(f"path_backend2_cpu_per_token: {fake * 1000 / tokens:.4f} ms")

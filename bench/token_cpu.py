@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from bench.bench_llm import FakeProcess
-from bench.bench_peer import cpu_by_kind, process_cpu
+from bench.bench_peer import cpu_by_kind, process_seconds
 from bench.bench_service import Arrivals
 
 SHORT_DELTAS = 10
@@ -90,7 +90,7 @@ class CpuMeter:
         kinds: dict[str, float] = {}
         for name, seconds in cpu_by_kind(set(self.fakes.values())).items():
             kinds[kind_of(name)] = kinds.get(kind_of(name), 0.0) + seconds
-        return CpuSample(kinds, {name: sum(process_cpu(pid).values()) for name, pid in self.fakes.items()})
+        return CpuSample(kinds, {name: process_seconds(pid) for name, pid in self.fakes.items()})
 
 
 async def _round(base: str, backend2, arrivals: Arrivals, meter: CpuMeter, flows: int) -> tuple[CpuSample, int]:

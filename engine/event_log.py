@@ -153,11 +153,10 @@ class FlowEventLog:
     released: bool = False  # delivered in full and its events dropped (`release`)
     evicted: int = 0
     truncated: int = 0
-    # The logged events, in seq order, as parallel lists: each event's seq, its encoded JSON
-    # (`encode_event`: what goes over the WebSocket, encoded once, at `add`) and that size.
+    # The logged events, in seq order, as parallel lists: each event's seq and its encoded JSON
+    # (`encode_event`: what goes over the WebSocket, encoded once, at `add`).
     _seqs: list[int] = field(default_factory=list)
     _texts: list[bytes] = field(default_factory=list)
-    _sizes: list[int] = field(default_factory=list)
     _early: dict[int, bytes] = field(default_factory=dict)
     _gap_since: float | None = None
     _skip_to: int = 0  # events up to this seq left the delivery queue (dropped)
@@ -202,7 +201,6 @@ class FlowEventLog:
             text = self._early.pop(self.next_seq)
             self._seqs.append(self.next_seq)
             self._texts.append(text)
-            self._sizes.append(len(text))
             self.next_seq += 1
         if not self._early:
             self._gap_since = None
@@ -236,7 +234,7 @@ class FlowEventLog:
         if max_bytes is not None:
             total = 0
             for index in range(start, end):
-                total += self._sizes[index]
+                total += len(self._texts[index])
                 if total > max_bytes and index > start:
                     end = index
                     break
@@ -249,12 +247,11 @@ class FlowEventLog:
         target = self.max_bytes * 3 // 4
         excess, end = self.retained_bytes - target, 1
         while excess > 0 and end < len(self._texts) - 1:
-            excess -= self._sizes[end]
+            excess -= len(self._texts[end])
             end += 1
-        freed = sum(self._sizes[1:end])
+        freed = sum(len(text) for text in self._texts[1:end])
         del self._seqs[1:end]
         del self._texts[1:end]
-        del self._sizes[1:end]
         self.retained_bytes -= freed
         self.evicted += end - 1
 
@@ -353,7 +350,6 @@ class FlowEventLog:
         freed = self.retained_bytes
         self._seqs.clear()
         self._texts.clear()
-        self._sizes.clear()
         self.retained_bytes = 0
         self.released = True
         return freed

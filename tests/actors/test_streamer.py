@@ -250,8 +250,8 @@ async def test_events_are_read_a_page_at_a_time():
         assert seqs(await instance.events(flow, 11_900, limit=1_000)) == list(range(11_901, 12_001))
         assert len(await instance.events(flow, 0, limit=10**9)) <= 5_000
         assert seqs(await instance.events(flow, 0, limit=0)) == [1]
-        instance.flows[flow].log.events[2]["data"] = {"x": "y" * 200_000}  # a page stops at its byte budget
-        instance.flows[flow].log._sizes[2] = 200_012
+        big = instance.flows[flow].log.events[2] | {"data": {"x": "y" * 200_000}}  # a page stops at its byte budget
+        instance.flows[flow].log._texts[2] = json.dumps(big).encode()
         assert seqs(await instance.events(flow, 0, limit=100)) == [1, 2]
     finally:
         await instance.close()
