@@ -24,13 +24,14 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
+import ray
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
 
-from actors.directory import cluster_hosts, ensure_coordinators, store_problem
-from actors.names import coordinator_index
+from actors.directory import cluster_hosts, ensure_coordinators, follow_pool, store_problem
+from actors.names import coordinator_index, pool_size
 from actors.ray_types import remote_view
 from actors.sandbox import SandboxActorClient
 from engine.call_batching import CallBatcher
@@ -117,6 +118,7 @@ class FlowExecutorIngress:
         self.submitters: list[CallBatcher[tuple[bytes, str], SubmitOutcome]] = [
             CallBatcher(coordinator.submit_many.remote) for coordinator in self.coordinators
         ]
+        self.pool_span = len(self.coordinators)  # coordinators of index up to this one may be leaving the pool
         self.isolation: str | None = None if self.settings.allow_custom_code else "disabled"
         self._isolation_query: asyncio.Future[None] | None = None
 
@@ -207,9 +209,27 @@ class FlowExecutorIngress:
             log.warning("the custom-code sandbox did not report its isolation level: %s", exc)
 
     async def check_health(self) -> None:
-        """Serve's periodic replica check: also wakes restarted coordinators and their streamers,
-        which then resume the runs and deliveries the store holds open."""
+        """Serve's periodic replica check: also resizes the coordinator pool to what the setting
+        and the cluster's CPUs give now (`follow_pool`; never on the `memory` store), and wakes
+        restarted coordinators and their streamers, which then resume the runs and deliveries
+        the store holds open."""
+        if self.settings.run_store_kind() != "memory":
+            try:
+                await self._follow_pool(
+                    pool_size(self.settings.coordinator_count, ray.cluster_resources().get("CPU", 0))
+                )
+            except Exception as exc:  # the pool keeps its size until the next check
+                log.warning("resizing the coordinator pool failed: %s", exc)
         await asyncio.gather(*(c.stats.remote() for c in self.coordinators))
+
+    async def _follow_pool(self, desired: int) -> None:
+        span = max(self.pool_span, len(self.coordinators))
+        pool, self.pool_span = await follow_pool(self.coordinators, desired, span, self.settings.coordinator_resource)
+        if pool is not self.coordinators:
+            kept = self.submitters[: len(pool)]
+            self.submitters = kept + [CallBatcher(c.submit_many.remote) for c in pool[len(kept) :]]
+            self.coordinators = pool
+            log.info("the coordinator pool has %d coordinators now", len(pool))
 
     @api.get("/flows", response_model=RunsOut)
     async def flow_history(

@@ -43,18 +43,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Concatenate
 
 import ray
 
 from actors import metrics
 from actors.event_forwarder import EventForwarder, EventOutbox
 from actors.names import coordinator_index, named_actor_options, on_node, streamer_name
+from actors.peers import Peers, RayPeers
 from actors.placement import RayInvoker
 from actors.ray_types import remote_view
 from actors.sandbox import SandboxActorClient
@@ -83,6 +85,10 @@ log = logging.getLogger(__name__)
 PRUNE_INTERVAL = 60.0
 QUIET_BEFORE_RECLAIM = 0.5  # seconds without a running flow before freed memory goes back to the OS
 EVENTS_PAGE_MAX = 5_000
+RETIRE_POLL = 0.5  # seconds between two looks of a retiring coordinator at its runs and deliveries
+# Seconds a coordinator that left the pool still forwards calls before it exits: ingress replicas
+# learn the pool's new size at their next health check (every 10 s).
+RETIRE_LINGER = 30.0
 
 
 @dataclass
@@ -114,6 +120,25 @@ class _ActiveFlow:
     owner: str = ""
 
 
+type _FlowCall[**P, R] = Callable[Concatenate["FlowCoordinatorCore", str, P], Awaitable[R]]
+
+
+def _at_owner[**P, R](method: _FlowCall[P, R]) -> _FlowCall[P, R]:
+    """A call about one flow (its id first) answered by the coordinator that owns the flow:
+    here, or forwarded to it (`FlowCoordinatorCore._owner_elsewhere`)."""
+
+    @functools.wraps(method)
+    async def at_owner(self: FlowCoordinatorCore, flow_id: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        await self._ready_once()
+        owner = await self._owner_elsewhere(flow_id)
+        if owner is None or self.peers is None:
+            return await method(self, flow_id, *args, **kwargs)
+        answer: R = await self.peers.call(owner, method.__name__, flow_id, *args, *kwargs.values())
+        return answer
+
+    return at_owner
+
+
 class FlowCoordinatorCore:
     def __init__(
         self,
@@ -123,9 +148,11 @@ class FlowCoordinatorCore:
         services: ServiceHub,
         store: RunStore,
         registry: ElementRegistry | None = None,
+        peers: Peers | None = None,
     ):
         self.index = index
-        self.count = count
+        self.count = count  # the pool's size as this coordinator last heard it
+        self.peers = peers  # the pool's other coordinators (None: this one alone)
         self.settings = services.settings
         self.registry = registry or builtin_registry()
         self.streamer = streamer
@@ -151,6 +178,8 @@ class FlowCoordinatorCore:
         self._ready: asyncio.Task[list[str]] | None = None
         self._pruned_at = 0.0
         self._readers: dict[str, _Readers] = {}  # flows whose live readers wait for their next commit
+        self._retiring: asyncio.Task[None] | None = None  # leaving the pool (`set_pool_size`)
+        self._closing: asyncio.Event | None = None  # set once its runs are handed over: it only forwards
 
     async def _ready_once(self) -> None:
         """The first call opens the store and resumes the unfinished runs this coordinator owns."""
@@ -165,7 +194,15 @@ class FlowCoordinatorCore:
 
     async def _open_and_resume(self) -> list[str]:
         await self.store.open()
-        return await self.resume_unfinished()
+        if self.peers is not None and self.index != 0:
+            try:  # the pool's size of now: Ray restarts an actor with the size it was created with
+                self.count = await self.peers.call(0, "pool_size")
+            except Exception as exc:  # coordinator 0 gone for good: the size known stays
+                log.warning("coordinator %d: the pool's size could not be read: %s", self.index, exc)
+        resumed = await self.resume_unfinished()
+        if self.index >= self.count:
+            self._retiring = asyncio.get_running_loop().create_task(self._retire(), name="retire")
+        return resumed
 
     # -- starting runs --------------------------------------------------------------------------
 
@@ -174,6 +211,10 @@ class FlowCoordinatorCore:
         `conflict` (its flow id is running, or held by another owner) or `invalid`."""
         await self._ready_once()
         validation = await validate_off_loop(body, self.settings, self.registry)
+        heir = self._heir_of_new(validation)
+        if heir is not None and self.peers is not None:
+            answer: SubmitOutcome = await self.peers.call(heir, "submit", body, owner)
+            return answer
         return await self._create_and_start(body, validation, owner)
 
     async def submit_many(self, entries: list[tuple[bytes, str]]) -> list[SubmitOutcome | BaseException]:
@@ -189,9 +230,22 @@ class FlowCoordinatorCore:
             except Exception as exc:  # a bug tied to this body: its caller alone gets an error
                 admissions.append(_portable(exc))
             await asyncio.sleep(0)  # the loop's other work (tokens to relay) between two validations
-        answers = await self._admit([a for a in admissions if isinstance(a, _Admission)])
-        ordered = iter(answers)
-        return [a if isinstance(a, BaseException) else next(ordered) for a in admissions]
+        outcomes: list[_Admission | SubmitOutcome | BaseException] = []
+        for (body, owner), admission in zip(entries, admissions, strict=True):
+            heir = None if isinstance(admission, BaseException) else self._heir_of_new(admission.validation)
+            if heir is not None and self.peers is not None:  # late, to a coordinator that has left the pool
+                outcomes.append((await self.peers.call(heir, "submit_many", [(body, owner)]))[0])
+            else:
+                outcomes.append(admission)
+        answers = iter(await self._admit([o for o in outcomes if isinstance(o, _Admission)]))
+        return [next(answers) if isinstance(o, _Admission) else o for o in outcomes]
+
+    def _heir_of_new(self, validation: Validation) -> int | None:
+        """The coordinator a new run goes to instead of this one, which has left the pool; None
+        while this one takes new runs (or the request is invalid: it is answered here)."""
+        if self._closing is None or validation.request is None:
+            return None
+        return coordinator_index(validation.request.flow_id, self.count)
 
     async def _create_and_start(
         self,
@@ -238,6 +292,7 @@ class FlowCoordinatorCore:
 
     # -- re-runs ----------------------------------------------------------------------------------
 
+    @_at_owner
     async def rerun_source(self, flow_id: str, owner: str | None = None) -> RerunSource | None:
         """What a re-run of `flow_id` starts from (its body, snapshot and checkpoints); None if
         unknown or another owner's; `running` when it is running now."""
@@ -256,6 +311,10 @@ class FlowCoordinatorCore:
         """Start the re-run `request` (a `RerunRequest`) of the run `source` came from."""
         await self._ready_once()
         rerun = RerunRequest.model_validate(request)
+        if self._closing is not None and self.peers is not None:  # late, to a coordinator that has left the pool
+            heir = coordinator_index(rerun.flow_id, self.count)
+            answer: SubmitOutcome = await self.peers.call(heir, "rerun", original_id, source, request, owner)
+            return answer
         body, from_element, problems = rerun_body(source["body"], rerun, source["snapshot"])
         if problems:
             return {"outcome": "invalid", "problems": [p.as_dict() for p in problems]}
@@ -332,19 +391,133 @@ class FlowCoordinatorCore:
             self.memory.released(0, idle=True)
 
     async def resume_unfinished(self) -> list[str]:
-        """Resume the store's unfinished runs that belong to this coordinator; their flow ids."""
+        """Resume the store's unfinished runs that belong to this coordinator — and those of a
+        coordinator that no longer exists whose flow ids fall to this one — ; their flow ids."""
         resumed = []
         for record in await self.store.unfinished_runs():
-            if coordinator_index(record.flow_id, self.count) != self.index or record.flow_id in self.active:
+            if record.flow_id in self.active:
                 continue
-            if record.status == "paused":
-                if record.snapshot is not None:
-                    self._set_wake(record.snapshot)
-                continue
-            if await self._continue(record) is not None:
+            if record.coordinator != self.index:
+                claimed = await self._claimed_orphan(record, any_heir=False)
+                if claimed is None:
+                    continue
+                record = claimed
+            if await self._take_up(record):
                 log.info("flow %s: resumed after seq %d", record.flow_id, record.last_seq)
                 resumed.append(record.flow_id)
         return resumed
+
+    async def _take_up(self, record: RunRecord) -> bool:
+        """Go on with a stored run this coordinator owns and does not run: a paused one waits
+        (its timer set again), any other resumes; whether it resumed."""
+        if record.status == "paused":
+            if record.snapshot is not None:
+                self._set_wake(record.snapshot)
+            return False
+        return await self._continue(record) is not None
+
+    async def _claimed_orphan(self, record: RunRecord, *, any_heir: bool) -> RunRecord | None:
+        """`record`'s run, claimed for this coordinator, if the coordinator that owns it no
+        longer exists (it left the pool, or the pool was created again smaller) and its flow id
+        falls to this one under the pool's size of now (`any_heir`: whatever it falls to); else
+        None. One that is leaving the pool claims nothing."""
+        if self.index >= self.count or (self.peers is not None and self.peers.exists(record.coordinator)):
+            return None
+        if not any_heir and coordinator_index(record.flow_id, self.count) != self.index:
+            return None
+        if not await self.store.claim_run(record.flow_id, record.coordinator, self.index):
+            return None
+        log.info("flow %s: taken over from coordinator %d, which is gone", record.flow_id, record.coordinator)
+        return await self.store.get_run(record.flow_id)
+
+    # -- the pool's size ------------------------------------------------------------------------
+
+    async def set_pool_size(self, count: int) -> None:
+        """The pool has `count` coordinators now. One whose index is not below leaves the pool
+        (`_retire`); the others take over the runs of coordinators that no longer exist."""
+        await self._ready_once()
+        self.count = count
+        if self.index >= count:
+            if self._retiring is None:
+                self._retiring = asyncio.get_running_loop().create_task(self._retire(), name="retire")
+            return
+        for record in await self.store.unfinished_runs():
+            if record.coordinator != self.index and record.flow_id not in self.active:
+                claimed = await self._claimed_orphan(record, any_heir=False)
+                if claimed is not None:
+                    await self._take_up(claimed)
+
+    async def _retire(self) -> None:
+        """Leave the pool without losing a flow: take new runs while ingress replicas still
+        send them, until no run of this coordinator runs and its streamer has delivered
+        everything; then hand each paused run to its heir (`claim_run`, then the heir's
+        `adopt`), forward every later call for `RETIRE_LINGER` seconds, and exit (`_exit`).
+        Growing back before that keeps it in the pool."""
+        try:
+            while True:
+                if self.index < self.count:
+                    return
+                if not self.active and not self._continuing and await self._delivered_all():
+                    if not self.active and not self._continuing:  # nothing came in meanwhile
+                        break
+                await asyncio.sleep(RETIRE_POLL)
+            self._closing = asyncio.Event()  # from here on, new runs and calls go to the heirs
+            handed: dict[int, list[str]] = {}
+            for record in await self.store.unfinished_runs(self.index):
+                heir = coordinator_index(record.flow_id, self.count)
+                if await self.store.claim_run(record.flow_id, self.index, heir):
+                    self._cancel_wake(record.flow_id)
+                    handed.setdefault(heir, []).append(record.flow_id)
+            self._closing.set()
+            for heir, flow_ids in handed.items():
+                if self.peers is not None:
+                    await self.peers.call(heir, "adopt", flow_ids)
+            log.info("coordinator %d: left the pool; %d paused runs handed over", self.index, len(handed))
+            await asyncio.sleep(RETIRE_LINGER)
+            await self._exit()
+        except Exception:
+            log.exception("coordinator %d: leaving the pool failed; the next resize tries again", self.index)
+            self._retiring = None
+            raise
+
+    async def _delivered_all(self) -> bool:
+        delivering: int = await self.streamer.delivering.remote()
+        return delivering == 0
+
+    async def _exit(self) -> None:
+        """The end of a coordinator that has left the pool (the actor stops itself)."""
+
+    async def adopt(self, flow_ids: list[str]) -> None:
+        """Take up the runs a coordinator leaving the pool handed to this one (claimed for it
+        in the store): a paused run's timer is set here now."""
+        await self._ready_once()
+        for flow_id in flow_ids:
+            record = await self.store.get_run(flow_id)
+            if record is None or record.finished or record.coordinator != self.index:
+                continue
+            if flow_id not in self.active and flow_id not in self._continuing:
+                await self._take_up(record)
+
+    async def _owner_elsewhere(self, flow_id: str) -> int | None:
+        """The coordinator a call about `flow_id` goes to, or None to answer here. A flow
+        belongs to the coordinator the store names; a finished or unknown one is answered
+        anywhere (from the shared store). A run whose coordinator no longer exists is claimed
+        here — unless this one is leaving the pool: then it goes to its heir."""
+        if self.peers is None or flow_id in self.active or flow_id in self._continuing:
+            return None
+        if self._closing is not None:
+            await self._closing.wait()  # while the paused runs are handed over
+        record = await self.store.get_run(flow_id)
+        if record is None or record.finished or record.coordinator == self.index:
+            return None
+        if self.peers.exists(record.coordinator):
+            return record.coordinator
+        if self.index >= self.count:
+            return coordinator_index(flow_id, self.count)
+        claimed = await self._claimed_orphan(record, any_heir=True)
+        if claimed is not None:
+            await self._take_up(claimed)
+        return None
 
     async def _continue(
         self,
@@ -376,6 +549,7 @@ class FlowCoordinatorCore:
 
     # -- paused runs ------------------------------------------------------------------------------
 
+    @_at_owner
     async def resume_paused(
         self, flow_id: str, element_id: str, inputs: dict[str, Any], owner: str | None = None
     ) -> ResumeOutcome:
@@ -450,6 +624,8 @@ class FlowCoordinatorCore:
     async def _wake(self, flow_id: str) -> None:
         """A paused run's wait timed out: continue it with the waits that are due failing `timed_out`."""
         self._wakes.pop(flow_id, None)
+        if self._closing is not None:  # handed over: its heir has set the timer again
+            return
         async with self._claim_paused(flow_id, None) as record:
             if isinstance(record, dict):
                 return
@@ -504,8 +680,12 @@ class FlowCoordinatorCore:
             return None
         return record
 
+    @_at_owner
     async def status(self, flow_id: str, owner: str | None = None) -> RunSnapshot | None:
         """The flow's snapshot; None if unknown, pruned, or not `owner`'s (None: any owner)."""
+        return await self._status(flow_id, owner)
+
+    async def _status(self, flow_id: str, owner: str | None = None) -> RunSnapshot | None:
         await self._ready_once()
         active = self.active.get(flow_id)
         if active is not None:
@@ -515,6 +695,7 @@ class FlowCoordinatorCore:
             return None
         return record.snapshot or _pending_snapshot(record)
 
+    @_at_owner
     async def definition(self, flow_id: str, owner: str | None = None) -> dict[str, Any] | None:
         """The run's flow definition as it was submitted (secrets masked), for the run inspector."""
         await self._ready_once()
@@ -524,9 +705,10 @@ class FlowCoordinatorCore:
         found: dict[str, Any] = self.redactor.scrub(json.loads(record.body)["flow_definition"])
         return found
 
+    @_at_owner
     async def element(self, flow_id: str, element_id: str, owner: str | None = None) -> dict[str, Any] | None:
         """One element's checkpoint with its full outputs (events may carry them shortened)."""
-        if await self.status(flow_id, owner) is None:
+        if await self._status(flow_id, owner) is None:
             return None
         for checkpoint in await self.store.checkpoints(flow_id):
             if checkpoint.element_id == element_id:
@@ -534,9 +716,13 @@ class FlowCoordinatorCore:
                 return found
         return None
 
+    @_at_owner
     async def events(self, flow_id: str, after_seq: int, limit: int, owner: str | None = None) -> list[str] | None:
         """A page of the run's events as JSON texts: at most `limit` and `EVENTS_PAGE_MAX_BYTES`."""
-        if await self.status(flow_id, owner) is None:
+        return await self._events(flow_id, after_seq, limit, owner)
+
+    async def _events(self, flow_id: str, after_seq: int, limit: int, owner: str | None = None) -> list[str] | None:
+        if await self._status(flow_id, owner) is None:
             return None
         texts = await self.store.events(flow_id, after_seq, min(max(limit, 1), EVENTS_PAGE_MAX))
         page: list[str] = []
@@ -548,6 +734,7 @@ class FlowCoordinatorCore:
             page.append(text)
         return page
 
+    @_at_owner
     async def wait_events(
         self, flow_id: str, after_seq: int, limit: int, owner: str | None = None, timeout: float = 15.0
     ) -> list[str] | None:
@@ -556,14 +743,14 @@ class FlowCoordinatorCore:
         readers = self._readers.get(flow_id) or self._readers.setdefault(flow_id, _Readers())
         readers.count += 1
         try:
-            page = await self.events(flow_id, after_seq, limit, owner)  # after joining: no commit is missed
+            page = await self._events(flow_id, after_seq, limit, owner)  # after joining: no commit is missed
             if page is None or page or timeout <= 0:
                 return page
             try:
                 await asyncio.wait_for(readers.committed.wait(), timeout)
             except TimeoutError:
                 return []
-            return await self.events(flow_id, after_seq, limit)
+            return await self._events(flow_id, after_seq, limit)
         finally:
             readers.count -= 1
             if readers.count == 0 and self._readers.get(flow_id) is readers:
@@ -582,6 +769,7 @@ class FlowCoordinatorCore:
         page = await self.store.list_runs(owner=owner, status=status, limit=limit, before=before)
         return {"runs": [asdict(run) for run in page.runs], "next": page.next}
 
+    @_at_owner
     async def cancel(
         self, flow_id: str, reason: str = "cancelled by request", owner: str | None = None
     ) -> CancelOutcome:
@@ -593,14 +781,14 @@ class FlowCoordinatorCore:
             paused = await self._cancel_paused(flow_id, reason, owner)
             if paused is not None:  # continued just to be cancelled
                 await asyncio.wait({paused.task}, timeout=5)
-                return {"outcome": "cancelled", "snapshot": await self.status(flow_id) or paused.run.snapshot()}
+                return {"outcome": "cancelled", "snapshot": await self._status(flow_id) or paused.run.snapshot()}
         if active is None or owner not in (None, active.owner):
-            snapshot = await self.status(flow_id, owner)
+            snapshot = await self._status(flow_id, owner)
             return {"outcome": "unknown"} if snapshot is None else {"outcome": "not_running", "snapshot": snapshot}
         if not active.run.cancel(reason):
             return {"outcome": "not_running", "snapshot": active.run.snapshot()}
         await asyncio.wait({active.task}, timeout=5)
-        return {"outcome": "cancelled", "snapshot": await self.status(flow_id) or active.run.snapshot()}
+        return {"outcome": "cancelled", "snapshot": await self._status(flow_id) or active.run.snapshot()}
 
     async def _cancel_paused(self, flow_id: str, reason: str, owner: str | None) -> _ActiveFlow | None:
         async with self._claim_paused(flow_id, owner) as record:
@@ -608,6 +796,12 @@ class FlowCoordinatorCore:
                 return None
             self._cancel_wake(flow_id)
             return await self._continue(record, cancel=reason)
+
+    @_at_owner
+    async def delivery_state(self, flow_id: str) -> dict[str, Any] | None:
+        """The state of the flow's delivery to Backend 2, from the streamer of its coordinator."""
+        state: dict[str, Any] | None = await self.streamer.delivery_state.remote(flow_id)
+        return state
 
     async def stats(self) -> dict[str, Any]:
         await self._ready_once()
@@ -655,14 +849,14 @@ def _pending_snapshot(record: RunRecord) -> RunSnapshot:
     }
 
 
-def _own_streamer(index: int, count: int, resource: str) -> Any:
+def _own_streamer(index: int, resource: str) -> Any:
     """Streamer `index`, created on this node when it does not exist yet; a restarted
     coordinator finds the one that exists, wherever it runs. The affinity is hard: Ray 2.60
     places a zero-CPU actor anywhere under a soft one. When the node dies, the streamer dies
     with it (it cannot restart elsewhere) and the coordinator, restarted on another node,
     creates it again there."""
     options = named_actor_options(streamer_name(index), resource, on_node(ray.get_runtime_context().get_node_id()))
-    return remote_view(Backend2Streamer).options(**options).remote(index, count)
+    return remote_view(Backend2Streamer).options(**options).remote(index)
 
 
 @ray.remote
@@ -672,18 +866,21 @@ class FlowCoordinator(FlowCoordinatorCore):
         settings = get_settings()
         configure_logging(settings)
         services = ServiceHub(settings, sandbox=SandboxActorClient(settings))  # custom code runs in the sandbox actor
-        streamer = _own_streamer(index, count, settings.coordinator_resource)
-        super().__init__(index, count, streamer, services, open_run_store(settings))
+        streamer = _own_streamer(index, settings.coordinator_resource)
+        super().__init__(index, count, streamer, services, open_run_store(settings), peers=RayPeers())
 
     async def pool_size(self) -> int:
-        """The pool size this coordinator was created with (the pool's, see `actors.directory`)."""
+        """The pool's size as this coordinator knows it (coordinator 0's is the pool's, see
+        `actors.directory`)."""
         return self.count
 
     async def stats(self) -> dict[str, Any]:
         await self.streamer.stats.remote()  # wakes a restarted streamer: it resumes its open deliveries
         return await super().stats()
 
-    async def delivery_state(self, flow_id: str) -> dict[str, Any] | None:
-        """The streamer's state of the flow's delivery to Backend 2."""
-        state: dict[str, Any] | None = await self.streamer.delivery_state.remote(flow_id)
-        return state
+    async def _exit(self) -> None:
+        """Stop the streamer (it has delivered everything), then this actor, for good: the
+        names are free for a coordinator of this index when the pool grows again."""
+        await self.shutdown()
+        ray.kill(self.streamer, no_restart=True)
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)

@@ -58,8 +58,8 @@ Contract:
   store before publishing them, so the store holds everything produced. The streamer records
   the last seq Backend 2 confirmed per flow in the store (batched, every
   `CONFIRM_FLUSH_INTERVAL` s), and a restarted streamer resumes every open delivery of the
-  store from there (`resume_open_deliveries`, run by its first call; only the flows it `owns`,
-  i.e. its coordinator's, when the pool has several streamers): Backend 2 may see a few
+  store from there (`resume_open_deliveries`, run by its first call; only the runs the store
+  gives to its coordinator, when the pool has several streamers): Backend 2 may see a few
   events again (dedupe by seq), never a gap. A publish for a flow it does not know whose first
   seq is not 1 is backfilled from the store first.
 - A message Backend 2 refuses (it closes the connection with 1003, 1007 or 1009) is found and
@@ -77,7 +77,7 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +86,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
 from actors import metrics
-from actors.names import coordinator_index
 from actors.usage import MemoryReclaimer, process_usage
 from engine.destinations import Destination, DestinationError, OutboundPolicy, parse_ws_url, redact_text, safe_url
 from engine.event_log import EventLogStore, FlowEventLog, Message
@@ -194,11 +193,11 @@ class StreamerCore:
         ack_timeout: float = ACK_TIMEOUT,
         extra_denied_ports: Iterable[int] = (),
         store: RunStore | None = None,
-        owns: Callable[[str], bool] = lambda _flow_id: True,
+        coordinator: int | None = None,
     ):
         self.settings = settings
         self.store = store
-        self._owns = owns  # the flows of the store this streamer delivers (its coordinator's)
+        self._coordinator = coordinator  # whose runs of the store this streamer delivers (None: all)
         self._delivered_count = 0  # events confirmed since the delivered-events metric was last recorded
         self._ready: asyncio.Task[int] | None = None
         self._confirmed: dict[str, int] = {}  # flow id → delivered seq not yet written to the store
@@ -244,7 +243,7 @@ class StreamerCore:
         await self.store.open()
         opened = 0
         for open_delivery in await self.store.open_deliveries():
-            if open_delivery.flow_id in self.flows or not self._owns(open_delivery.flow_id):
+            if open_delivery.flow_id in self.flows or self._coordinator not in (None, open_delivery.coordinator):
                 continue
             delivery = await self._open_from_store(open_delivery.flow_id, open_delivery.backend2_ws_url)
             if open_delivery.finished:
@@ -364,6 +363,14 @@ class StreamerCore:
             "events": sum(d.log.last_seq for d in self.flows.values()),
             **process_usage(),
         }
+
+    async def delivering(self) -> int:
+        """How many flows still have events to deliver (or a connection to close); at 0 the
+        confirmations are written to the store first (a coordinator leaving the pool waits for 0)."""
+        busy = len(self._opening) + sum(d.task is not None and not d.task.done() for d in self.flows.values())
+        if busy == 0 and self._confirmed:
+            await self._write_confirmations()
+        return busy
 
     async def close(self) -> None:
         """Stop every delivery task (tests; the actor simply dies)."""
@@ -712,9 +719,9 @@ class StreamerCore:
 @ray.remote(num_cpus=0, max_concurrency=10_000, max_restarts=-1)
 class Backend2Streamer(StreamerCore):
     """The streamer as an async Ray actor: `backend2-streamer-<index>`, the streamer of
-    coordinator `index` of a pool of `count` (see `actors.coordinator`)."""
+    coordinator `index` (see `actors.coordinator`)."""
 
-    def __init__(self, index: int = 0, count: int = 1) -> None:
+    def __init__(self, index: int = 0) -> None:
         make_undumpable()  # nothing of this uid (custom code included) may read its environ or memory
         settings = get_settings()
         configure_logging(settings)
@@ -722,7 +729,7 @@ class Backend2Streamer(StreamerCore):
             settings,
             extra_denied_ports=_cluster_ports(),
             store=open_run_store(settings),
-            owns=lambda flow_id: coordinator_index(flow_id, count) == index,
+            coordinator=index,
         )
 
 

@@ -18,6 +18,9 @@ Contract:
   backend can — answering each as `create_run` would, in order (an id twice: the first wins).
 - `list_runs` is newest first (by creation), filtered by owner and status, paginated by an
   opaque cursor (`RunPage.next`, passed back as `before`).
+- A run belongs to one coordinator (`coordinator`, set when it is created); `claim_run` moves
+  an unfinished run from one coordinator to another only if the first still holds it — the
+  fence that keeps two coordinators from ever running one flow when the pool is resized.
 - `prune(before)` deletes finished runs that finished before that time, with their events and
   checkpoints, and returns how many runs went; the store does not grow without bound.
 Backends: SQLite (the embedded default, a file under `DATA_DIR`), PostgreSQL
@@ -145,6 +148,7 @@ class OpenDelivery:
     delivered_seq: int
     last_seq: int
     finished: bool
+    coordinator: int  # the coordinator that owns the run (its streamer delivers it)
 
 
 class RunStore(Protocol):
@@ -177,6 +181,12 @@ class RunStore(Protocol):
         ...
 
     async def open_deliveries(self) -> list[OpenDelivery]: ...
+
+    async def claim_run(self, flow_id: str, holder: int, claimant: int) -> bool:
+        """Make coordinator `claimant` the owner of the unfinished run `flow_id` if coordinator
+        `holder` owns it now (one atomic write: of two claimants of one run, one wins); whether
+        it did."""
+        ...
 
     async def mark_delivered(self, flow_id: str, seq: int) -> None:
         """Backend 2 confirmed every event up to `seq` (never moves backwards)."""

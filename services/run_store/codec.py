@@ -140,6 +140,7 @@ def delivery_of(row: StoredRow) -> OpenDelivery:
         delivered_seq=int(row["delivered_seq"]),
         last_seq=int(row["last_seq"]),
         finished=status_of(row["status"]) in FINISHED,
+        coordinator=int(row["coordinator"]),
     )
 
 

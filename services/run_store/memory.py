@@ -96,6 +96,14 @@ class MemoryRunStore:
             if flow_id in self._delivered:
                 self._delivered[flow_id] = max(self._delivered[flow_id], seq)
 
+    async def claim_run(self, flow_id: str, holder: int, claimant: int) -> bool:
+        self._check("claim_run")
+        run = self._runs.get(flow_id)
+        if run is None or run["coordinator"] != holder or run["status"] not in UNFINISHED:
+            return False
+        run["coordinator"] = claimant
+        return True
+
     async def prune(self, before: float) -> int:
         self._check("prune")
         gone = [flow_id for flow_id, run in self._runs.items() if prunable(run["status"], run["finished_at"], before)]

@@ -91,7 +91,15 @@ _SUMMARY_COLUMNS = (
 # Every column of a run, with its last and delivered seqs (`codec.record_of`).
 _RECORDS = select(*runs.c, _DELIVERED_SEQ, _LAST_SEQ).select_from(_RUNS_WITH_DELIVERIES)
 _DELIVERIES = (
-    select(runs.c.flow_id, runs.c.backend2_ws_url, runs.c.status, runs.c.created_at, _DELIVERED_SEQ, _LAST_SEQ)
+    select(
+        runs.c.flow_id,
+        runs.c.backend2_ws_url,
+        runs.c.status,
+        runs.c.created_at,
+        runs.c.coordinator,
+        _DELIVERED_SEQ,
+        _LAST_SEQ,
+    )
     .select_from(_RUNS_WITH_DELIVERIES)
     .subquery()
 )
@@ -310,6 +318,18 @@ class SqlRunStore:
             return True
 
         return await self._run("create_run", taken, write=True, replayable=False)
+
+    async def claim_run(self, flow_id: str, holder: int, claimant: int) -> bool:
+        claim = (
+            update(runs)
+            .where(runs.c.flow_id == flow_id, runs.c.coordinator == holder, runs.c.status.in_(UNFINISHED))
+            .values(coordinator=claimant)
+        )
+
+        async def work(conn: AsyncConnection) -> bool:
+            return bool((await conn.execute(claim)).rowcount == 1)
+
+        return await self._run("claim_run", work, write=True)
 
     async def prune(self, before: float) -> int:
         chosen = (

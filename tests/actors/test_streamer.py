@@ -464,31 +464,36 @@ async def test_a_paused_flow_is_forgotten_once_delivered_and_its_resume_delivers
 
 
 async def test_a_restarted_streamer_of_a_pool_resumes_only_its_coordinators_flows(backend2):
-    """Two streamers on one store, each owning the flows of its coordinator: after a restart each
-    delivers its own open flows from the store and leaves the other's alone."""
-    from actors.names import coordinator_index
-    from engine.run_store import Commit, NewRun
+    """Two streamers on one store, each delivering the runs the store gives its coordinator
+    (whatever their flow ids hash to: a run can change hands when the pool is resized): after a
+    restart each delivers its own open flows from the store and leaves the other's alone."""
+    from engine.run_store import Commit, NewRun, RunUpdate
     from services.run_store.memory import MemoryRunStore
 
     store = MemoryRunStore()
     await store.open()
     flows = [new_flow("pool") for _ in range(6)]
+    owners = {flow: i % 2 for i, flow in enumerate(flows)}
     for flow in flows:
-        await store.create_run(NewRun(flow, "", b"{}", backend2.url(f"ws/{flow}"), coordinator_index(flow, 2), 1.0))
+        await store.create_run(NewRun(flow, "", b"{}", backend2.url(f"ws/{flow}"), owners[flow], 1.0))
+    await store.claim_run(flows[0], 0, 1)  # handed from coordinator 0 to 1
+    owners[flows[0]] = 1
     stored = [(flow, e["seq"], json.dumps(e)) for flow in flows for e in events(flow, 1, 3, final=True)]
-    await store.commit(Commit(events=stored))
-    streamers = [
-        StreamerCore(Settings(_env_file=None), store=store, owns=lambda flow, i=i: coordinator_index(flow, 2) == i)
-        for i in range(2)
-    ]
+    ended = [RunUpdate(flow, "completed", {"flow_id": flow, "status": "completed"}, 2.0) for flow in flows]  # type: ignore[typeddict-item]
+    await store.commit(Commit(events=stored, runs=ended))
+    streamers = [StreamerCore(Settings(_env_file=None), store=store, coordinator=i) for i in range(2)]
     try:
         for streamer in streamers:
             await streamer.stats()  # the first call resumes the open deliveries of the store
         for i, streamer in enumerate(streamers):
-            assert sorted(streamer.flows) == sorted(f for f in flows if coordinator_index(f, 2) == i)
+            assert sorted(streamer.flows) == sorted(f for f in flows if owners[f] == i)
         for flow in flows:
             await asyncio.to_thread(backend2.wait_for, f"ws/{flow}", lambda ev: len(ev) == 3)
             assert seqs(backend2.messages(f"ws/{flow}")) == [1, 2, 3]  # each flow once, by its own streamer
+        async with asyncio.timeout(15):
+            while sum([await streamer.delivering() for streamer in streamers]):
+                await asyncio.sleep(0.05)
+        assert [(await store.get_run(flow)).delivered_seq for flow in flows] == [3] * 6  # written when idle
     finally:
         for streamer in streamers:
             await streamer.close()

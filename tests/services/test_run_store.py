@@ -301,6 +301,20 @@ async def test_unfinished_runs_per_coordinator_oldest_first(store):
     assert await store.unfinished_runs(coordinator=7) == []
 
 
+async def test_a_claim_moves_an_unfinished_run_only_from_the_coordinator_that_holds_it(store):
+    for flow_id in ("run", "done"):
+        await store.create_run(new_run(flow_id, coordinator=3))
+    await store.commit(Commit(runs=[finished("done", 9.0)]))
+    assert not await store.claim_run("run", 1, 0)  # not its holder: nothing moves
+    assert await store.claim_run("run", 3, 0)
+    assert not await store.claim_run("run", 3, 2)  # the second claimant of a run loses
+    assert not await store.claim_run("done", 3, 0)  # a finished run stays where it ended
+    assert not await store.claim_run("unknown", 3, 0)
+    assert [(r.flow_id, r.coordinator) for r in await store.unfinished_runs()] == [("run", 0)]
+    assert [(d.flow_id, d.coordinator) for d in await store.open_deliveries()] == [("run", 0)]
+    assert (await store.get_run("done")).coordinator == 3
+
+
 async def test_open_deliveries_and_mark_delivered_never_moves_backwards(store):
     for flow_id, at in [("live", 1.0), ("behind", 2.0), ("done", 3.0)]:
         await store.create_run(new_run(flow_id, created_at=at))
@@ -308,8 +322,8 @@ async def test_open_deliveries_and_mark_delivered_never_moves_backwards(store):
     await store.commit(Commit(events=events, runs=[finished("behind", 5.0), finished("done", 5.0)]))
     await store.mark_delivered("done", 3)
     assert await store.open_deliveries() == [
-        OpenDelivery("live", "ws://backend2.test/live", 0, 0, False),
-        OpenDelivery("behind", "ws://backend2.test/behind", 0, 3, True),
+        OpenDelivery("live", "ws://backend2.test/live", 0, 0, False, 0),
+        OpenDelivery("behind", "ws://backend2.test/behind", 0, 3, True, 0),
     ]
     await store.mark_delivered("behind", 2)
     await store.mark_delivered("behind", 1)  # late, out-of-order confirmation: ignored
@@ -318,7 +332,7 @@ async def test_open_deliveries_and_mark_delivered_never_moves_backwards(store):
     await store.mark_delivered("unknown", 3)
     assert [d.flow_id for d in await store.open_deliveries()] == ["live"]
     await store.commit(Commit(events=[event("live", 1)]))
-    assert await store.open_deliveries() == [OpenDelivery("live", "ws://backend2.test/live", 0, 1, False)]
+    assert await store.open_deliveries() == [OpenDelivery("live", "ws://backend2.test/live", 0, 1, False, 0)]
 
 
 async def test_mark_delivered_many_raises_each_flow_s_seq_in_one_call(store):
@@ -342,7 +356,7 @@ async def test_last_seq_is_the_highest_event_stored_whatever_commit_wrote_it(sto
     assert await store.open_deliveries() == []
     await store.commit(Commit(events=[event("f", 4)]))  # after the end, without an update
     assert (await store.get_run("f")).last_seq == 4
-    assert await store.open_deliveries() == [OpenDelivery("f", "ws://backend2.test/f", 3, 4, True)]
+    assert await store.open_deliveries() == [OpenDelivery("f", "ws://backend2.test/f", 3, 4, True, 0)]
     assert await store.create_run(new_run("f", created_at=2000.0))
     record = await store.get_run("f")
     assert (record.last_seq, record.delivered_seq) == (0, 0)
@@ -499,7 +513,7 @@ async def test_open_migrates_a_version_1_database_keeping_its_runs(backing):
         done, behind = await stores[0].get_run("done"), await stores[1].get_run("behind")
         assert (done.status, done.last_seq, done.delivered_seq) == ("completed", 3, 3)
         assert (behind.status, behind.last_seq, behind.delivered_seq, behind.body) == ("failed", 3, 1, b"{}")
-        assert await stores[0].open_deliveries() == [OpenDelivery("behind", "ws://backend2.test/behind", 1, 3, True)]
+        assert await stores[0].open_deliveries() == [OpenDelivery("behind", "ws://backend2.test/behind", 1, 3, True, 0)]
         await stores[1].mark_delivered("behind", 3)
         assert await stores[0].open_deliveries() == []
         assert await stores[0].create_run(new_run("done"))  # finished, same owner: replaced
