@@ -8,7 +8,7 @@ Contract: routes only translate HTTP to calls on the coordinator actors and back
   `REQUEST_BODY_TIMEOUT_SECONDS`. Large bodies are validated off the event loop.
 - `POST /validate` → the same checks as `/execute` without running anything: 200 `valid`
   with the warnings, or 422 / 413 as above.
-- `GET /health` (with the custom-code sandbox's OS isolation level), `GET /flows` (the run
+- `GET /health` (with the custom-code sandbox's OS isolation level and the coordinator pool's size), `GET /flows` (the run
   history, newest first: `status`, `limit`, `before` cursor), `GET /flows/{id}`,
   `GET /flows/{id}/events?after_seq=N&limit=M` (paginated, from the run store),
   `GET /flows/{id}/elements/{element_id}` (an element's checkpoint, full outputs),
@@ -199,7 +199,7 @@ class FlowExecutorIngress:
     async def health(self) -> Health:
         if self.isolation is None and (self._isolation_query is None or self._isolation_query.done()):
             self._isolation_query = asyncio.ensure_future(self._ask_isolation())  # never delays /health
-        return Health(custom_code_isolation=self.isolation or "unknown")
+        return Health(custom_code_isolation=self.isolation or "unknown", coordinators=len(self.coordinators))
 
     async def _ask_isolation(self) -> None:
         """The sandboxes' weakest level, asked once: it is fixed for the sandboxes' lifetime."""

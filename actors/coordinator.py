@@ -1,7 +1,7 @@
 """FlowCoordinator: the thin Ray shell around the scheduler — orchestration only.
 
 Contract: one async actor runs many flows concurrently (the pool is sized by
-`COORDINATOR_COUNT`; flows are assigned by flow id, see `actors.names`). Each coordinator has a
+`COORDINATOR_COUNT`; new flows are assigned by flow id, see `actors.names`). Each coordinator has a
 streamer of its own (`backend2-streamer-<index>`, created on the coordinator's node) that
 delivers its flows' events; `delivery_state` asks it, `stats` wakes it. Runs are durable: the
 run store (`engine.run_store`) holds each run's request, status, element checkpoints and
@@ -29,6 +29,14 @@ events, written by the coordinator's `EventOutbox` in one group commit per flush
   element's outputs (`resumed`). A timer firing continues it with the wait `timed_out`;
   `cancel` of a paused run continues it just to cancel it (its events say so). After a restart
   paused runs stay paused and their timers are set again.
+- The pool (`peers`): a run belongs to the coordinator the store names. A call about one flow
+  (`status`, `definition`, `element`, `events`, `wait_events`, `cancel`, `resume_paused`,
+  `rerun_source`, `delivery_state`) made to another coordinator is forwarded to it; a run whose
+  coordinator no longer exists is claimed (`RunStore.claim_run`) and taken up by the one asked.
+  `set_pool_size(n)`: a coordinator of index ≥ n leaves the pool — it finishes its runs, waits
+  for its streamer to deliver everything, hands its paused runs to the coordinators their ids
+  fall to (`adopt`), forwards late calls and submissions for `RETIRE_LINGER` seconds and exits;
+  the others take over runs of coordinators that no longer exist.
 - Answers are the shapes of `engine.contracts`. It does no I/O of its own: the store, the
   elements and `services/` do.
 

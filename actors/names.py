@@ -3,10 +3,12 @@
 Contract: actors live in the `flow-executor` namespace under readable names (the dashboard
 shows `flow-coordinator-0` and its streamer `backend2-streamer-0`, `custom-code-sandbox-<node>`, …), created with
 `ACTOR_OPTIONS`: looked up if they exist, detached, restarted when they crash, never retried
-task by task, highly concurrent, holding no CPU. A flow belongs to coordinator
-`crc32(flow_id) % count`, so every replica of the ingress routes a flow id the same way; the
-coordinator of index i publishes its flows' events through streamer i only, so one flow's
-events go out over one WebSocket in seq order and no streamer carries the whole cluster.
+task by task, highly concurrent, holding no CPU. A flow id falls to coordinator
+`crc32(flow_id) % count` (`coordinator_index`), so every replica of the ingress sends a new flow
+the same way; the run then belongs to the coordinator the run store names, also after the pool
+is resized (`actors.directory`). The coordinator of index i publishes its flows' events through
+streamer i only, so one flow's events go out over one WebSocket in seq order and no streamer
+carries the whole cluster.
 `named_actor_options(name, resource, strategy)` are a long-lived actor's options (`on_node`
 pins one to a node): with `COORDINATOR_RESOURCE` set, coordinators and streamers require that
 custom resource (a cluster keeps them, and the secrets

@@ -55,6 +55,7 @@ class ResumedOut(BaseModel):
 class Health(BaseModel):
     status: str = "healthy"
     custom_code_isolation: str | None = None  # the sandbox's OS layer; `disabled` with ALLOW_CUSTOM_CODE=false
+    coordinators: int | None = None  # the size of the coordinator pool this replica sends new flows over
 
 
 class FlowStatusOut(RunSnapshot):

@@ -50,7 +50,8 @@ def post(service, body, **kwargs):
 
 
 def test_health_and_docs(service):
-    assert httpx.get(f"{service}/health").json()["status"] == "healthy"
+    health = httpx.get(f"{service}/health").json()
+    assert health["status"] == "healthy" and health["coordinators"] == 2  # the session's COORDINATOR_COUNT
     assert httpx.get(f"{service}/docs").status_code == 200
     spec = httpx.get(f"{service}/openapi.json").json()
     assert {
