@@ -6,14 +6,19 @@ checked in a process of its own (a cluster cannot share the test session's Ray r
 - `serving(cluster)` (in a check): waits for the cluster's nodes, connects to it, deploys the
   service behind Serve's proxy on a free loopback port and yields that port; on leaving, shuts
   Serve, Ray and the cluster down.
+- `start_fakes(coordinator_count, store_prefix)` (in a check, before the cluster starts): the fake
+  Bedrock and Backend 2, and the environment every process of the cluster inherits (quiet logs,
+  the pool's size, a SQLite store of its own, the fake Bedrock's endpoint).
 - `exit_with(main)`: a check's `__main__`: runs it, says how long it took, exits with its code.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -56,3 +61,18 @@ def exit_with(main: Callable[[], int]) -> None:
     code = main()
     print(f"took {time.monotonic() - t0:.1f} s", file=sys.stderr)
     sys.exit(code)
+
+
+def start_fakes(coordinator_count: str, store_prefix: str) -> tuple[Any, Any]:
+    """`(fake Bedrock, fake Backend 2)`, started, with this process's environment set for the cluster."""
+    from tests.fakes.backend2 import FakeBackend2
+    from tests.fakes.bedrock_server import FakeBedrock
+    from tests.fixtures.bedrock import bedrock_env
+
+    os.environ["LOG_LEVEL"] = "WARNING"  # set here, in the check's process: the test imports the check
+    os.environ["COORDINATOR_COUNT"] = coordinator_count
+    os.environ["RUN_STORE"] = "sqlite"
+    os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix=store_prefix)
+    bedrock = FakeBedrock().start()
+    os.environ.update(bedrock_env(bedrock) | {"AWS_EC2_METADATA_DISABLED": "true"})
+    return bedrock, FakeBackend2().start()

@@ -9,8 +9,6 @@ run ended and where its coordinator runs afterwards.
 """
 
 import json
-import os
-import tempfile
 import time
 import uuid
 
@@ -67,18 +65,9 @@ def main() -> int:
     from ray.cluster_utils import Cluster
 
     from actors.names import coordinator_name, streamer_name
-    from tests.e2e.cluster_checks import serving
-    from tests.fakes.backend2 import FakeBackend2
-    from tests.fakes.bedrock_server import FakeBedrock
-    from tests.fixtures.bedrock import bedrock_env
+    from tests.e2e.cluster_checks import serving, start_fakes
 
-    os.environ["LOG_LEVEL"] = "WARNING"  # set here, in the check's process: the test imports this module
-    os.environ["COORDINATOR_COUNT"] = "3"
-    os.environ["RUN_STORE"] = "sqlite"
-    os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="node-failure-store-")
-    bedrock = FakeBedrock().start()
-    os.environ.update(bedrock_env(bedrock) | {"AWS_EC2_METADATA_DISABLED": "true"})
-    backend2 = FakeBackend2().start()
+    bedrock, backend2 = start_fakes("3", "node-failure-store-")
     fast_failure_detection = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
     cluster = Cluster(
         initialize_head=True,

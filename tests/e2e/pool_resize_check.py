@@ -15,8 +15,6 @@ Prints one JSON line with what it saw.
 """
 
 import json
-import os
-import tempfile
 import time
 import uuid
 
@@ -73,18 +71,9 @@ def main() -> int:
 
     import serve_app
     from actors.names import coordinator_name, streamer_name
-    from tests.e2e.cluster_checks import serving
-    from tests.fakes.backend2 import FakeBackend2
-    from tests.fakes.bedrock_server import FakeBedrock
-    from tests.fixtures.bedrock import bedrock_env
+    from tests.e2e.cluster_checks import serving, start_fakes
 
-    os.environ["LOG_LEVEL"] = "WARNING"
-    os.environ["COORDINATOR_COUNT"] = "auto"
-    os.environ["RUN_STORE"] = "sqlite"
-    os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="pool-resize-store-")
-    bedrock = FakeBedrock().start()
-    os.environ.update(bedrock_env(bedrock) | {"AWS_EC2_METADATA_DISABLED": "true"})
-    backend2 = FakeBackend2().start()
+    bedrock, backend2 = start_fakes("auto", "pool-resize-store-")
     bedrock.script_text([f"tok{i} " for i in range(LONG)], delay=DELAY)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
     cluster.add_node(num_cpus=2)
