@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from bench.noop_element import BENCH_REGISTRY
+from engine.models import Event
 from engine.scheduler import FlowRun
 from engine.settings import Settings
 from engine.validation import validate_request
@@ -24,7 +25,7 @@ from services.hub import ServiceHub
 SETTINGS = Settings()
 
 
-def _body(elements: dict[str, dict], connections: list[tuple[str, str]]) -> dict[str, Any]:
+def _body(elements: dict[str, dict[str, Any]], connections: list[tuple[str, str]]) -> dict[str, Any]:
     return {
         "flow_id": "bench",
         "flow_definition": {
@@ -51,10 +52,11 @@ def fan(n: int) -> dict[str, Any]:
 
 async def engine_per_element_ms(body: dict[str, Any], n: int, rounds: int) -> float:
     plan = validate_request(body, SETTINGS, BENCH_REGISTRY).plan
+    assert plan is not None
     hub = ServiceHub(SETTINGS)
     samples = []
     for _ in range(rounds):
-        events: list = []
+        events: list[Event] = []
         run = FlowRun(plan=plan, initial_inputs={"x": 1}, sink=events.append, settings=SETTINGS, services=hub)
         t0 = time.perf_counter()
         await run.run()
@@ -62,7 +64,7 @@ async def engine_per_element_ms(body: dict[str, Any], n: int, rounds: int) -> fl
     return statistics.median(samples)
 
 
-def langgraph_graph(shape: str, n: int):
+def langgraph_graph(shape: str, n: int) -> Any:
     from typing import TypedDict
 
     from langgraph.graph import END, START, StateGraph
@@ -70,7 +72,7 @@ def langgraph_graph(shape: str, n: int):
     class State(TypedDict, total=False):
         x: int
 
-    def noop(state: State) -> dict:
+    def noop(state: State) -> State:
         return {}
 
     graph = StateGraph(State)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bench.noop_element import BENCH_REGISTRY
 from engine.element import ElementBase, ElementContext
+from engine.models import Event
 from engine.scheduler import FlowRun
 from engine.settings import Settings
 from engine.validation import validate_request
@@ -82,7 +83,8 @@ async def ours_ms(step: str, parallelism: int, rounds: int) -> tuple[float, int]
     plan = validate_request(body, SETTINGS, REGISTRY).plan
     assert plan is not None
     hub = ServiceHub(SETTINGS)
-    samples, events = [], []
+    samples: list[float] = []
+    events: list[Event] = []
     for _ in range(rounds):
         events = []
         run = FlowRun(

@@ -23,21 +23,29 @@ import asyncio
 import multiprocessing
 import statistics
 import time
-from typing import Any
+from multiprocessing.connection import Connection
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 
+from bench.bench_service import started_pid
 from engine.conversation import build_conversation
 from engine.llm import ConverseRequest
 from services.bedrock import BedrockService
-from tests.fakes.bedrock_server import FakeBedrock
+from tests.fakes.bedrock_server import FakeBedrock, TextScript
 from tests.fixtures.bedrock import fake_bedrock_settings
 
+# The pipe between this process and the fake's: the parent sends a script to answer with from
+# now on, or None to stop; the child answers with the fake's URL once started, then "ok" per script.
+type ParentEnd = Connection[TextScript | None, str]
+type ChildEnd = Connection[str, TextScript | None]
 
-def _serve(script: dict[str, Any], conn: Any) -> None:
+
+def _serve(script: TextScript, conn: ChildEnd) -> None:
     server = FakeBedrock().start()
-    server.script_text(**script)
+    server.use_script(script)
     conn.send(server.url)
-    while (message := conn.recv()) != "stop":  # a new script, until the parent says stop
-        server.script_text(**message)
+    while (message := conn.recv()) is not None:  # a new script, until the parent says stop
+        server.use_script(message)
         conn.send("ok")
     server.stop()
 
@@ -45,8 +53,10 @@ def _serve(script: dict[str, Any], conn: Any) -> None:
 class FakeProcess:
     """The fake Bedrock in a child process, so its threads do not share our GIL."""
 
-    def __init__(self, **script: Any):
+    def __init__(self, script: TextScript):
         context = multiprocessing.get_context("spawn")
+        self._conn: ParentEnd
+        child: ChildEnd
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, args=(script, child), daemon=True)
 
@@ -55,16 +65,16 @@ class FakeProcess:
         return self._conn.recv()
 
     @property
-    def pid(self) -> int | None:
-        return self._process.pid
+    def pid(self) -> int:
+        return started_pid(self._process)
 
-    def script(self, **script: Any) -> None:
-        """Replace the script of the next streams (`FakeBedrock.script_text` arguments)."""
+    def script(self, script: TextScript) -> None:
+        """Replace the script of the next streams."""
         self._conn.send(script)
         self._conn.recv()
 
     def __exit__(self, *exc: object) -> None:
-        self._conn.send("stop")
+        self._conn.send(None)
         self._process.join(5)
 
 
@@ -131,7 +141,7 @@ async def concurrent_seconds(url: str, streams: int) -> tuple[float, float, floa
         service.close()
 
 
-def _spread_worker(url: str, streams: int, barrier: Any, results: Any) -> None:
+def _spread_worker(url: str, streams: int, barrier: Barrier, results: Queue[tuple[float, float]]) -> None:
     async def run() -> tuple[float, float]:
         service = BedrockService(fake_bedrock_settings(url), max_workers=max(streams, 16))
         try:
@@ -150,7 +160,8 @@ def spread_seconds(url: str, streams: int, processes: int) -> float:
     """`streams` at once split over `processes` processes, as the service splits flows over its
     coordinators (each with its own Bedrock client): from the common start to the last end."""
     context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(processes), context.Queue()
+    barrier = context.Barrier(processes)
+    results: Queue[tuple[float, float]] = context.Queue()  # each worker's (start, end)
     share = [streams // processes + (i < streams % processes) for i in range(processes)]
     workers = [context.Process(target=_spread_worker, args=(url, n, barrier, results)) for n in share]
     for worker in workers:
@@ -194,18 +205,18 @@ async def main() -> None:
     parser.add_argument("--cpu-only", action="store_true", help="only the CPU per delta")
     args = parser.parse_args()
 
-    with FakeProcess(chunks=[f"w{i} " for i in range(CPU_DELTAS)], delay=CPU_DELAY, stamp=True) as url:
+    with FakeProcess(TextScript(chunks=[f"w{i} " for i in range(CPU_DELTAS)], delay=CPU_DELAY, stamp=True)) as url:
         cpu = await cpu_per_delta_us(url)
     print(f"cpu_per_delta_{CPU_STREAMS}_streams: {cpu:.1f} us")
     if args.cpu_only:
         return
 
-    with FakeProcess(chunks=["t"] * args.chunks, delay=0.002, stamp=True) as url:
+    with FakeProcess(TextScript(chunks=["t"] * args.chunks, delay=0.002, stamp=True)) as url:
         samples = await relay_latency_ms(url, args.chunks)
     print(f"relay_latency_p50: {_percentile(samples, 50):.3f} ms")
     print(f"relay_latency_p99: {_percentile(samples, 99):.3f} ms")
 
-    with FakeProcess(chunks=[f"w{i} " for i in range(10)], delay=0.05) as url:
+    with FakeProcess(TextScript(chunks=[f"w{i} " for i in range(10)], delay=0.05)) as url:
         single, total, stall = await concurrent_seconds(url, args.streams)
         spread = await asyncio.to_thread(spread_seconds, url, args.streams, args.processes)
     print(f"single_stream: {single:.3f} s")

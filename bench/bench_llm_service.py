@@ -25,34 +25,38 @@ import copy
 import json
 import statistics
 import time
-import types
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from bench.bench_llm import FakeProcess
-from bench.bench_service import Arrivals, one_flow_at_a_time, pct, running_service
-from tests.fixtures.bedrock import bedrock_env
+from bench.bench_service import Arrivals, Backend2Process, one_flow_at_a_time, pct, running_service
+from bench.token_cpu import CpuMeter, measure_tokens
+from tests.fakes.bedrock_server import TextScript
+from tests.fixtures.bedrock import bedrock_env_at
 
-SEED = json.loads((Path(__file__).resolve().parent.parent / "examples" / "seed_llm.json").read_text())
+SEED: dict[str, Any] = json.loads((Path(__file__).resolve().parent.parent / "examples" / "seed_llm.json").read_text())
 POSTERS = 64
 
 
-def seed_flow(backend2, flow_id: str) -> dict:
+def seed_flow(backend2: Backend2Process, flow_id: str) -> dict[str, Any]:
     body = copy.deepcopy(SEED)
     body["flow_id"] = body["flow_definition"]["flow_id"] = flow_id
     body["backend2_ws_url"] = backend2.url(f"ws/{flow_id}")
     return body
 
 
-async def one_at_a_time(base: str, backend2, arrivals: Arrivals, rounds: int) -> list[float]:
+async def one_at_a_time(base: str, backend2: Backend2Process, arrivals: Arrivals, rounds: int) -> list[float]:
     """Seconds from POST to `flow_completed` at Backend 2, one flow at a time."""
     times = await one_flow_at_a_time(base, arrivals, lambda flow_id: seed_flow(backend2, flow_id), rounds)
     return [completed - t0 for t0, _, completed in times]
 
 
-async def all_at_once(base: str, backend2, arrivals: Arrivals, flows: int, posters: int = POSTERS) -> float:
+async def all_at_once(
+    base: str, backend2: Backend2Process, arrivals: Arrivals, flows: int, posters: int = POSTERS
+) -> float:
     """Seconds from the first POST to the last `flow_completed` of `flows` concurrent flows."""
     ids = [f"llm-{uuid.uuid4().hex[:10]}" for _ in range(flows)]
     queue = list(ids)
@@ -70,7 +74,7 @@ async def all_at_once(base: str, backend2, arrivals: Arrivals, flows: int, poste
     return max(ends) - t0
 
 
-async def measure(base: str, backend2, arrivals: Arrivals, flows: int, meter) -> None:
+async def measure(base: str, backend2: Backend2Process, arrivals: Arrivals, flows: int, meter: CpuMeter) -> None:
     await one_at_a_time(base, backend2, arrivals, 3)  # warm: Bedrock clients, connections
     arrivals.relay_ms.clear()
     single = statistics.median(await one_at_a_time(base, backend2, arrivals, 40))
@@ -92,8 +96,6 @@ async def measure(base: str, backend2, arrivals: Arrivals, flows: int, meter) ->
 
 
 def main() -> None:
-    from bench.token_cpu import CpuMeter, measure_tokens
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--flows", type=int, default=1000)
     parser.add_argument("--tokens", action="store_true", help="CPU per relayed llm_chunk (bench.token_cpu)")
@@ -102,12 +104,11 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.01, help="--tokens: seconds between deltas")
     parser.add_argument("--rounds", type=int, default=2, help="--tokens: pairs of long and short rounds")
     args = parser.parse_args()
-    fake = FakeProcess(chunks=[f"w{i} " for i in range(10)], delay=0.05, stamp=True)
+    fake = FakeProcess(TextScript(chunks=[f"w{i} " for i in range(10)], delay=0.05, stamp=True))
     with fake as url:
-        env = bedrock_env(types.SimpleNamespace(url=url)) | {"AWS_EC2_METADATA_DISABLED": "true"}
+        env = bedrock_env_at(url) | {"AWS_EC2_METADATA_DISABLED": "true"}
         with running_service(env) as (base, backend2, arrivals):
-            assert fake.pid is not None
-            meter = CpuMeter(fakes={"fake_bedrock": fake.pid, "backend2": backend2.process.pid})
+            meter = CpuMeter(fakes={"fake_bedrock": fake.pid, "backend2": backend2.pid})
             if args.tokens:
                 asyncio.run(measure_tokens(base, backend2, arrivals, meter, fake, args))
             else:

@@ -22,10 +22,11 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any
 
 import httpx
 
-from bench.bench_service import CLIENTS, Arrivals, chain_flow, pct, running_service
+from bench.bench_service import CLIENTS, Arrivals, Backend2Process, chain_flow, pct, running_service
 from tests.engine_doubles import flow
 
 PAUSED = 10_000
@@ -34,12 +35,13 @@ RERUNS = 30
 CHAIN = 8
 
 
-def _waiting(flow_id: str, url: str) -> dict:
+def _waiting(flow_id: str, url: str) -> dict[str, Any]:
     elements = {"s": {"type": "start"}, "w": {"type": "wait_for_input", "prompt": "ok {x}?"}, "e": {"type": "end"}}
     return flow(elements, [("s", "w"), ("w", "e")], inputs={"x": 1}, flow_id=flow_id) | {"backend2_ws_url": url}
 
 
-def usage() -> dict[str, dict]:
+def usage() -> dict[str, dict[str, Any]]:
+    """Each coordinator's and streamer's `stats()`, by label."""
     import ray
 
     from actors.names import NAMESPACE, coordinator_name, streamer_name
@@ -50,7 +52,7 @@ def usage() -> dict[str, dict]:
     return {label: ray.get(ray.get_actor(name, namespace=NAMESPACE).stats.remote()) for label, name in names.items()}
 
 
-async def pause_many(base: str, backend2, arrivals: Arrivals, n: int) -> list[str]:
+async def pause_many(base: str, backend2: Backend2Process, arrivals: Arrivals, n: int) -> list[str]:
     ids = [f"p-{uuid.uuid4().hex[:10]}" for _ in range(n)]
     queue = iter(ids)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=CLIENTS)) as client:
@@ -86,7 +88,7 @@ async def settle_connections(timeout: float = 120) -> None:
         await asyncio.sleep(1)
 
 
-async def rerun_times(base: str, backend2, arrivals: Arrivals) -> tuple[list[float], list[float]]:
+async def rerun_times(base: str, backend2: Backend2Process, arrivals: Arrivals) -> tuple[list[float], list[float]]:
     full, rerun = [], []
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         for _ in range(RERUNS):
@@ -104,7 +106,7 @@ async def rerun_times(base: str, backend2, arrivals: Arrivals) -> tuple[list[flo
     return full, rerun
 
 
-async def measure(base: str, backend2, arrivals: Arrivals, paused: int) -> None:
+async def measure(base: str, backend2: Backend2Process, arrivals: Arrivals, paused: int) -> None:
     warm = await pause_many(base, backend2, arrivals, 200)
     await resume_each(base, arrivals, warm)
     await settle_connections()

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import psutil
@@ -56,7 +57,7 @@ GOALS = {"cpu_per_flow": 1.5, "flows_per_s": 0.8, "flow_started_p50_plus_ms": 3.
 async def figures(
     base: str, backend2: Backend2Process, arrivals: Arrivals, cpu: Callable[[], dict[int, float]]
 ) -> dict[str, float]:
-    def body(flow_id: str) -> dict:
+    def body(flow_id: str) -> dict[str, Any]:
         return chain_flow(flow_id, backend2.url(f"ws/{flow_id}"))
 
     await one_flow_at_a_time(base, arrivals, body, 20)  # warm every path
@@ -245,7 +246,7 @@ def main() -> None:
                     base = replica_base()
                 if args.haproxy:
                     wait_for_haproxy_route(int(os.environ["RAY_SERVE_HAPROXY_STATS_PORT"]))
-                outside = {backend2.process.pid, peer.pid}
+                outside = {backend2.pid, peer.pid}
                 before = server_processes(outside)
                 ours = asyncio.run(figures(base, backend2, arrivals, lambda: cpu_seconds(outside)))
                 after = server_processes(outside)

@@ -38,7 +38,6 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 import uuid
 from collections.abc import Iterator
 
@@ -46,7 +45,15 @@ import psutil
 
 from bench.bench_llm import FakeProcess
 from bench.bench_llm_service import one_at_a_time
-from bench.bench_service import Arrivals, flow_started_latency, flow_throughput, pct, running_service
+from bench.bench_service import (
+    Arrivals,
+    Backend2Process,
+    flow_started_latency,
+    flow_throughput,
+    pct,
+    running_service,
+)
+from tests.fakes.bedrock_server import TextScript
 
 STORES = ("memory", "sqlite", "postgres")
 CHUNKS = 20
@@ -102,7 +109,9 @@ def server_cpu_seconds(outside: set[int]) -> float:
     return total
 
 
-async def measure(base: str, backend2, arrivals: Arrivals, pg_url: str | None, outside: set[int]) -> dict[str, float]:
+async def measure(
+    base: str, backend2: Backend2Process, arrivals: Arrivals, pg_url: str | None, outside: set[int]
+) -> dict[str, float]:
     await flow_started_latency(base, backend2, arrivals, 10)  # warm every path
     await one_at_a_time(base, backend2, arrivals, 2)
     figures: dict[str, float] = {}
@@ -158,7 +167,7 @@ def run_store(env: dict[str, str], pg_url: str | None, outside: set[int]) -> dic
     import ray
 
     with _environment(env), running_service() as (base, backend2, arrivals):
-        figures = asyncio.run(measure(base, backend2, arrivals, pg_url, outside | {backend2.process.pid}))
+        figures = asyncio.run(measure(base, backend2, arrivals, pg_url, outside | {backend2.pid}))
     assert not ray.is_initialized(), "Ray still running after the service stopped"
     commits = asyncio.run(commit_cost_ms(env))
     figures["commit_p50"] = statistics.median(commits)
@@ -204,16 +213,16 @@ def report(results: dict[str, list[dict[str, float]]]) -> None:
 
 
 def main() -> None:
-    from tests.fixtures.bedrock import bedrock_env
+    from tests.fixtures.bedrock import bedrock_env_at
     from tests.fixtures.postgres import EmbeddedPostgres
 
     results: dict[str, list[dict[str, float]]] = {kind: [] for kind in STORES}
     postgres = EmbeddedPostgres()
     pg_url = postgres.start()
     try:
-        fake = FakeProcess(chunks=[f"w{i} " for i in range(CHUNKS)], delay=DELAY, stamp=True)
+        fake = FakeProcess(TextScript(chunks=[f"w{i} " for i in range(CHUNKS)], delay=DELAY, stamp=True))
         with fake as url:
-            common = bedrock_env(types.SimpleNamespace(url=url)) | {"AWS_EC2_METADATA_DISABLED": "true"}
+            common = bedrock_env_at(url) | {"AWS_EC2_METADATA_DISABLED": "true"}
             for round_ in range(ROUNDS):
                 for kind in STORES:
                     env = common | {"RUN_STORE": kind}
@@ -221,7 +230,7 @@ def main() -> None:
                         env["DATA_DIR"] = data_dir
                         if kind == "postgres":
                             env["RUN_STORE_URL"] = pg_url
-                        results[kind].append(run_store(env, pg_url if kind == "postgres" else None, {fake.pid or 0}))
+                        results[kind].append(run_store(env, pg_url if kind == "postgres" else None, {fake.pid}))
                     print(f"round {round_ + 1}, {kind}: measured", file=sys.stderr, flush=True)
     finally:
         postgres.remove()

@@ -22,6 +22,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from typing import Any
 
 import httpx
 
@@ -32,13 +35,23 @@ CLIENTS = 32
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
-def chain_flow(flow_id: str, url: str, chain: int = 1) -> dict:
+def started_pid(process: BaseProcess) -> int:
+    """The pid of a process that was started (multiprocessing has none before `start`)."""
+    if process.pid is None:
+        raise RuntimeError(f"{process.name} is not started")
+    return process.pid
+
+
+def chain_flow(flow_id: str, url: str, chain: int = 1) -> dict[str, Any]:
     middle = [f"d{i}" for i in range(chain)]
     ids = ["s", *middle, "e"]
-    elements = {"s": {"type": "start", "element_id": "s"}, "e": {"type": "end", "element_id": "e"}}
+    elements: dict[str, dict[str, Any]] = {
+        "s": {"type": "start", "element_id": "s"},
+        "e": {"type": "end", "element_id": "e"},
+    }
     elements |= {m: {"type": "data_block", "element_id": m, "data": {"v": 1}} for m in middle}
     return {
         "flow_id": flow_id,
@@ -54,6 +67,9 @@ def chain_flow(flow_id: str, url: str, chain: int = 1) -> dict:
 
 
 REPORTED = ("flow_started", "flow_paused", "flow_resumed", "flow_completed")  # event types Arrivals records
+# What the Backend 2 process reports: (a `REPORTED` type, flow id, `time.perf_counter()` at arrival),
+# or ("llm_chunk", flow id, ms from the fake Bedrock's send to Backend 2's receipt).
+type Report = tuple[str, str, float]
 
 
 class Arrivals:
@@ -63,14 +79,14 @@ class Arrivals:
     next to the service it measures.
     """
 
-    def __init__(self, queue: multiprocessing.Queue) -> None:
+    def __init__(self, queue: Queue[Report]) -> None:
         self.arrived: dict[str, dict[str, float]] = {kind: {} for kind in REPORTED}  # kind → flow id → time
         self.relay_ms: list[float] = []  # stamped LLM deltas: fake Bedrock send → Backend 2 receive
         self._waiters: dict[tuple[str, str], asyncio.Future[float]] = {}
         self._lock = threading.Lock()
         threading.Thread(target=self._drain, args=(queue,), daemon=True).start()
 
-    def _drain(self, queue: multiprocessing.Queue) -> None:
+    def _drain(self, queue: Queue[Report]) -> None:
         while True:
             kind, flow_id, at = queue.get()
             if kind == "llm_chunk":
@@ -88,7 +104,8 @@ class Arrivals:
         with self._lock:
             if flow_id in arrived:
                 return arrived[flow_id]
-            waiter = self._waiters[(kind, flow_id)] = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+            self._waiters[(kind, flow_id)] = waiter
         return await waiter
 
 
@@ -102,10 +119,11 @@ class Backend2Process:
 
     def __init__(self) -> None:
         context = multiprocessing.get_context("spawn")
-        self.queue: multiprocessing.Queue = context.Queue()
+        self.queue: Queue[Report] = context.Queue()
         self.port = _free_port()
         self.process = context.Process(target=_serve_backend2, args=(self.port, self.queue), daemon=True)
         self.process.start()
+        self.pid = started_pid(self.process)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with socket.socket() as sock:
@@ -121,10 +139,10 @@ class Backend2Process:
         self.process.kill()
 
 
-def _serve_backend2(port: int, queue: multiprocessing.Queue) -> None:
-    from tests.fakes.backend2 import FakeBackend2
+def _serve_backend2(port: int, queue: Queue[Report]) -> None:
+    from tests.fakes.backend2 import FakeBackend2, Message
 
-    def report(message: dict) -> None:
+    def report(message: Message) -> None:
         if message["type"] in REPORTED:
             queue.put((message["type"], message["flow_id"], time.perf_counter()))
         elif message["type"] == "llm_chunk":  # a fake Bedrock stamps `<monotonic_ns>:` on each delta
@@ -179,7 +197,7 @@ async def noop_throughput(base: str, seconds: float, kind: str = "get") -> float
 
 
 async def one_flow_at_a_time(
-    base: str, arrivals: Arrivals, body_for: Callable[[str], dict], n: int
+    base: str, arrivals: Arrivals, body_for: Callable[[str], dict[str, Any]], n: int
 ) -> list[tuple[float, float, float]]:
     """Per flow, run one at a time: (POST sent, flow_started arrived, flow_completed arrived)."""
     times = []
@@ -193,12 +211,12 @@ async def one_flow_at_a_time(
     return times
 
 
-async def flow_started_latency(base: str, backend2, arrivals: Arrivals, n: int) -> list[float]:
+async def flow_started_latency(base: str, backend2: Backend2Process, arrivals: Arrivals, n: int) -> list[float]:
     times = await one_flow_at_a_time(base, arrivals, lambda f: chain_flow(f, backend2.url(f"ws/{f}")), n)
     return [(started - t0) * 1000 for t0, started, _ in times]
 
 
-async def flow_throughput(base: str, backend2, arrivals: Arrivals, seconds: float) -> float:
+async def flow_throughput(base: str, backend2: Backend2Process, arrivals: Arrivals, seconds: float) -> float:
     posted: list[str] = []
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=CLIENTS)
@@ -218,7 +236,9 @@ async def flow_throughput(base: str, backend2, arrivals: Arrivals, seconds: floa
     return len(posted) / (time.perf_counter() - t0)
 
 
-async def chain_per_element_ms(base: str, backend2, arrivals: Arrivals, length: int, rounds: int) -> float:
+async def chain_per_element_ms(
+    base: str, backend2: Backend2Process, arrivals: Arrivals, length: int, rounds: int
+) -> float:
     samples = []
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         for _ in range(rounds):
@@ -230,7 +250,7 @@ async def chain_per_element_ms(base: str, backend2, arrivals: Arrivals, length: 
     return statistics.median(samples)
 
 
-async def measure(base: str, backend2, arrivals: Arrivals) -> None:
+async def measure(base: str, backend2: Backend2Process, arrivals: Arrivals) -> None:
     await noop_latency(base, 50)  # warm up every path
     await noop_latency(base, 50, "post")
     await flow_started_latency(base, backend2, arrivals, 20)

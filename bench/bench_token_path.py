@@ -79,7 +79,7 @@ async def one_flow(outbox: EventOutbox, store: RunStore, flow_id: str, url: str,
 
 
 async def measure(args: argparse.Namespace, backend2: Backend2Process, arrivals: Arrivals, data_dir: str) -> None:
-    settings = Settings(data_dir=data_dir, run_store="sqlite")  # type: ignore[call-arg]
+    settings = Settings(data_dir=data_dir, run_store="sqlite")
     coordinator_store, streamer_store = open_run_store(settings), open_run_store(settings)
     await coordinator_store.open()
     core = StreamerCore(settings, store=streamer_store)
@@ -100,7 +100,7 @@ async def measure(args: argparse.Namespace, backend2: Backend2Process, arrivals:
     await round_(5)  # warm
     profiler = cProfile.Profile() if args.profile else None  # wall time: epoll's `poll` is the idle loop
     harness = _harness_threads()
-    tokens0, fake0 = len(arrivals.relay_ms), process_seconds(backend2.process.pid)
+    tokens0, fake0 = len(arrivals.relay_ms), process_seconds(backend2.pid)
     cpu0 = time.process_time() - _threads_cpu(harness)
     if profiler is not None:
         profiler.enable()
@@ -111,7 +111,7 @@ async def measure(args: argparse.Namespace, backend2: Backend2Process, arrivals:
         profiler.disable()
     tokens = len(arrivals.relay_ms) - tokens0
     cpu = time.process_time() - _threads_cpu(harness) - cpu0
-    fake = process_seconds(backend2.process.pid) - fake0
+    fake = process_seconds(backend2.pid) - fake0
     print(f"path_tokens: {tokens} in {time.perf_counter() - t0:.2f} s")
     print(f"path_cpu_per_token: {cpu * 1000 / tokens:.4f} ms")
     print(f"path_backend2_cpu_per_token: {fake * 1000 / tokens:.4f} ms")

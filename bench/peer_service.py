@@ -70,7 +70,8 @@ def _node(element: Element) -> Callable[[State, RunnableConfig], Awaitable[State
         send: Send = config["configurable"]["send"]
         inputs = state.get("values", {})
         await send("element_started", element.element_id, {"type": element.type, "inputs": inputs})
-        outputs = dict(element.model_extra.get("data", {})) if element.type == "data_block" else dict(inputs)
+        extra = element.model_extra or {}  # a dict: the model allows extra fields
+        outputs = dict(extra.get("data", {})) if element.type == "data_block" else dict(inputs)
         await send("element_completed", element.element_id, {"outputs": outputs})
         return {"values": outputs}
 

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 
 from bench.bench_llm import FakeProcess
 from bench.bench_peer import cpu_by_kind, process_seconds
-from bench.bench_service import Arrivals
+from bench.bench_service import Arrivals, Backend2Process
+from tests.fakes.bedrock_server import TextScript
 
 SHORT_DELTAS = 10
 SETTLE = 0.6  # after the last flow_completed: the streamer's closes and delivered-seq writes
@@ -93,8 +94,10 @@ class CpuMeter:
         return CpuSample(kinds, {name: process_seconds(pid) for name, pid in self.fakes.items()})
 
 
-async def _round(base: str, backend2, arrivals: Arrivals, meter: CpuMeter, flows: int) -> tuple[CpuSample, int]:
-    from bench.bench_llm_service import all_at_once
+async def _round(
+    base: str, backend2: Backend2Process, arrivals: Arrivals, meter: CpuMeter, flows: int
+) -> tuple[CpuSample, int]:
+    from bench.bench_llm_service import all_at_once  # here: that module imports this one
 
     await asyncio.sleep(SETTLE)
     tokens0, before = len(arrivals.relay_ms), meter.sample()
@@ -103,21 +106,26 @@ async def _round(base: str, backend2, arrivals: Arrivals, meter: CpuMeter, flows
     return meter.sample() - before, len(arrivals.relay_ms) - tokens0
 
 
-def _script(deltas: int, delay: float) -> dict[str, object]:
-    return {"chunks": [f"w{i} " for i in range(deltas)], "delay": delay, "stamp": True}
+def _script(deltas: int, delay: float) -> TextScript:
+    return TextScript(chunks=[f"w{i} " for i in range(deltas)], delay=delay, stamp=True)
 
 
 async def measure_tokens(
-    base: str, backend2, arrivals: Arrivals, meter: CpuMeter, fake: FakeProcess, args: argparse.Namespace
+    base: str,
+    backend2: Backend2Process,
+    arrivals: Arrivals,
+    meter: CpuMeter,
+    fake: FakeProcess,
+    args: argparse.Namespace,
 ) -> None:
-    fake.script(**_script(SHORT_DELTAS, args.delay))
+    fake.script(_script(SHORT_DELTAS, args.delay))
     await _round(base, backend2, arrivals, meter, args.token_flows)  # warm: clients, connections
     spent = {"long": CpuSample(), "short": CpuSample()}
     tokens = {"long": 0, "short": 0}
     seconds = 0.0
     for _ in range(args.rounds):
         for name, deltas in (("long", args.deltas), ("short", SHORT_DELTAS)):
-            fake.script(**_script(deltas, args.delay))
+            fake.script(_script(deltas, args.delay))
             t0 = time.perf_counter()
             cpu, count = await _round(base, backend2, arrivals, meter, args.token_flows)
             if name == "long":
@@ -137,7 +145,7 @@ async def measure_tokens(
     print(f"token_cpu_all_in_fakes: {long.fakes * 1000 / max(tokens['long'], 1):.4f} ms")
     print(f"token_cpu_marginal_fakes: {(long.fakes - short.fakes) * 1000 / extra:.4f} ms")
     diff = long - short
-    for kind, cpu in long.kinds():
-        print(f"token_cpu_all_in_{kind}: {cpu * 1000 / max(tokens['long'], 1):.4f} ms")
-    for kind, cpu in diff.kinds():
-        print(f"token_cpu_marginal_{kind}: {cpu * 1000 / extra:.4f} ms")
+    for kind, kind_cpu in long.kinds():
+        print(f"token_cpu_all_in_{kind}: {kind_cpu * 1000 / max(tokens['long'], 1):.4f} ms")
+    for kind, kind_cpu in diff.kinds():
+        print(f"token_cpu_marginal_{kind}: {kind_cpu * 1000 / extra:.4f} ms")

@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from pydantic import BaseModel, ConfigDict
 
 from engine import validation
-from engine.element import ElementBase, ElementResult
+from engine.element import ElementBase, ElementContext, ElementResult
 from engine.errors import ElementError, TransientError
+from engine.models import Event
 from engine.settings import Settings
 from runtime import local
 from runtime.catalog import builtin_registry
@@ -29,7 +31,7 @@ class _Config(BaseModel):
     value: Any = None
 
 
-def _mark(ctx, what: str) -> None:
+def _mark(ctx: ElementContext, what: str) -> None:
     CALLS.setdefault(f"{ctx.flow_id}/{ctx.element_id}/{what}", []).append(time.monotonic())
 
 
@@ -38,7 +40,7 @@ class EchoElement(ElementBase[_Config]):
 
     type_name = "test_echo"
 
-    async def execute(self, inputs, ctx):
+    async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
         _mark(ctx, "start")
         if self.config.seconds:
             await asyncio.sleep(self.config.seconds)
@@ -52,7 +54,7 @@ class EchoElement(ElementBase[_Config]):
 class FailElement(ElementBase[_Config]):
     type_name = "test_fail"
 
-    async def execute(self, inputs, ctx):
+    async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> NoReturn:
         raise ElementError("boom: this element always fails", error_type="test_failure")
 
 
@@ -61,7 +63,7 @@ class FlakyElement(ElementBase[_Config]):
 
     type_name = "test_flaky"
 
-    async def execute(self, inputs, ctx):
+    async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
         _mark(ctx, "attempt")
         if len(CALLS[f"{ctx.flow_id}/{ctx.element_id}/attempt"]) <= self.config.failures:
             raise TransientError("throttled, try again", error_type="throttled")
@@ -74,10 +76,10 @@ class RouteElement(ElementBase[_Config]):
     type_name = "test_route"
     routes = True
 
-    def branch_ports(self):
+    def branch_ports(self) -> frozenset[str]:
         return frozenset({"yes", "no", "default"})
 
-    async def execute(self, inputs, ctx):
+    async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> ElementResult:
         return ElementResult(outputs=dict(inputs), ports=frozenset({self.config.port or "default"}))
 
 
@@ -85,7 +87,7 @@ class ChunkElement(ElementBase[_Config]):
     type_name = "test_chunks"
     streams = True
 
-    async def execute(self, inputs, ctx):
+    async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
         text = ""
         for piece in ["a", "b", "c"]:
             ctx.emit_chunk(piece)
@@ -100,7 +102,7 @@ class HangElement(ElementBase[_Config]):
 
     type_name = "test_hang"
 
-    async def execute(self, inputs, ctx):
+    async def execute(self, inputs: dict[str, Any], ctx: ElementContext) -> dict[str, Any]:
         _mark(ctx, "start")
         if len(CALLS[f"{ctx.flow_id}/{ctx.element_id}/start"]) == 1:
             await asyncio.Event().wait()
@@ -133,8 +135,17 @@ async def run_local(body: Any, settings: Settings | None = None, services: Any =
     return await local.run_local(body, settings, services, registry=TEST_REGISTRY)
 
 
-def flow(elements: dict[str, dict], connections: list[tuple], *, start="s", inputs=None, config=None, flow_id="f-1"):
-    """A request body: elements as {id: {type, ...}}, connections as (from, to[, from_output, to_input])."""
+def flow(
+    elements: dict[str, dict[str, Any]],
+    connections: Sequence[tuple[str | None, ...]],
+    *,
+    start: str = "s",
+    inputs: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    flow_id: str = "f-1",
+) -> dict[str, Any]:
+    """A request body: elements as {id: {type, ...}}, connections as (from, to[, from_output, to_input])
+    (a `None` output or input: the default port)."""
     defs = {eid: {"element_id": eid, **spec} for eid, spec in elements.items()}
     conns = []
     for item in connections:
@@ -153,7 +164,7 @@ def flow(elements: dict[str, dict], connections: list[tuple], *, start="s", inpu
     }
 
 
-def assert_well_formed(events) -> None:
+def assert_well_formed(events: Sequence[Event]) -> None:
     """seq contiguous from 1, flow_started first, flow_completed last and only once."""
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert events[0].type == "flow_started"

@@ -21,28 +21,37 @@ import json
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from tests.schema_checks import event_problems
 
+type Message = dict[str, Any]  # a decoded event, as Backend 2 received it
+
 
 class FakeBackend2:
-    def __init__(self, port: int = 0, read_delay: float = 0.0, on_message=None, max_size: int | None = 2**20):
+    def __init__(
+        self,
+        port: int = 0,
+        read_delay: float = 0.0,
+        on_message: Callable[[Message], None] | None = None,
+        max_size: int | None = 2**20,
+    ):
         self.port = port
         self.max_size = max_size  # websockets' own limit of a message; over it the connection closes with 1009
         self.on_message = on_message  # called (in the server's thread) with each decoded message
         self.read_delay = read_delay
-        self.raw: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.raw: dict[str, list[Message]] = defaultdict(list)
         self._checked: dict[str, int] = defaultdict(int)  # per path: how many of `raw` were checked
         self._violations: list[str] = []
         self.connections = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-backend2")
         self._thread.start()
-        self._server = None
+        self._server: Server | None = None
         self._live: set[ServerConnection] = set()
         self._lock = threading.Lock()
 
@@ -54,8 +63,9 @@ class FakeBackend2:
         return self
 
     async def _start(self) -> None:
-        self._server = await serve(self._handle, "127.0.0.1", self.port, reuse_address=True, max_size=self.max_size)
-        self.port = self._server.sockets[0].getsockname()[1]
+        server = await serve(self._handle, "127.0.0.1", self.port, reuse_address=True, max_size=self.max_size)
+        self._server = server
+        self.port = int(server.sockets[0].getsockname()[1])
 
     def stop(self) -> None:
         """Kill the server and every open connection, as a crash would."""
@@ -77,6 +87,7 @@ class FakeBackend2:
             self._loop.close()
 
     async def _handle(self, connection: ServerConnection) -> None:
+        assert connection.request is not None  # websockets calls the handler after the handshake
         path = connection.request.path
         with self._lock:
             self.connections += 1
@@ -93,7 +104,7 @@ class FakeBackend2:
         finally:
             self._live.discard(connection)
 
-    def _record(self, path: str, decoded: dict[str, Any]) -> None:
+    def _record(self, path: str, decoded: Message) -> None:
         if self.on_message is not None:
             self.on_message(decoded)
         with self._lock:
@@ -125,11 +136,11 @@ class FakeBackend2:
         self._violations.clear()
         return found
 
-    def messages(self, path: str) -> list[dict[str, Any]]:
+    def messages(self, path: str) -> list[Message]:
         with self._lock:
             return list(self.raw.get("/" + path.lstrip("/"), []))
 
-    def unique(self, path: str) -> list[dict[str, Any]]:
+    def unique(self, path: str) -> list[Message]:
         """What a Backend 2 deduplicating by seq keeps, in arrival order."""
         seen: set[int] = set()
         kept = []
@@ -139,7 +150,7 @@ class FakeBackend2:
                 kept.append(message)
         return kept
 
-    def wait_for(self, path: str, predicate, timeout: float = 10.0) -> list[dict[str, Any]]:
+    def wait_for(self, path: str, predicate: Callable[[list[Message]], bool], timeout: float = 10.0) -> list[Message]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.unique(path)
@@ -148,5 +159,5 @@ class FakeBackend2:
             time.sleep(0.01)
         raise AssertionError(f"timed out waiting on {path}; got {len(self.unique(path))} events")
 
-    def wait_for_completion(self, path: str, timeout: float = 20.0) -> list[dict[str, Any]]:
+    def wait_for_completion(self, path: str, timeout: float = 20.0) -> list[Message]:
         return self.wait_for(path, lambda events: any(e["type"] == "flow_completed" for e in events), timeout)

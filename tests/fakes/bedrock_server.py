@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import unquote
 
 STREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
+HOST = "127.0.0.1"
 
 ERRORS: dict[str, tuple[int, str, str]] = {
     "throttle": (429, "ThrottlingException", "Too many requests, please wait before trying again."),
@@ -135,8 +136,7 @@ class FakeBedrock:
     # lifecycle
 
     def start(self) -> FakeBedrock:
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.fake = self  # type: ignore[attr-defined]
+        server = _Server(self)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="fake-bedrock", daemon=True)
         self._thread.start()
@@ -151,8 +151,7 @@ class FakeBedrock:
     @property
     def url(self) -> str:
         assert self._server is not None, "FakeBedrock is not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{HOST}:{self._server.server_port}"
 
     def reset(self) -> None:
         with self._lock:
@@ -165,8 +164,12 @@ class FakeBedrock:
     # script
 
     def script_text(self, chunks: list[str], delay: float = 0.0, **kwargs: Any) -> None:
+        self.use_script(TextScript(chunks=list(chunks), delay=delay, **kwargs))
+
+    def use_script(self, script: TextScript) -> None:
+        """What the next converse-stream (or tool-less converse) answers."""
         with self._lock:
-            self.text = TextScript(chunks=list(chunks), delay=delay, **kwargs)
+            self.text = script
 
     def queue_tool_inputs(self, *inputs: Any) -> None:
         """Each converse call with a forced tool answers with the next input, in order."""
@@ -227,8 +230,14 @@ class FakeBedrock:
 
 
 class _Server(ThreadingHTTPServer):
+    """Binds a free port of `HOST`; its handlers answer from `fake`."""
+
     daemon_threads = True
     request_queue_size = 1024  # many concurrent streams connect at once
+
+    def __init__(self, fake: FakeBedrock) -> None:
+        super().__init__((HOST, 0), _Handler)
+        self.fake = fake
 
 
 class _ClientGone(Exception):
@@ -245,7 +254,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     @property
     def fake(self) -> FakeBedrock:
-        return self.server.fake  # type: ignore[attr-defined]
+        assert isinstance(self.server, _Server)
+        return self.server.fake
 
     def do_POST(self) -> None:
         parts = self.path.split("?")[0].strip("/").split("/")
