@@ -253,7 +253,8 @@ class FlowCoordinatorCore:
         while this one takes new runs (or the request is invalid: it is answered here)."""
         if self._closing is None or validation.request is None:
             return None
-        return coordinator_index(validation.request.flow_id, self.count)
+        heir = coordinator_index(validation.request.flow_id, self.count)
+        return None if heir == self.index else heir
 
     async def _create_and_start(
         self,
@@ -449,6 +450,7 @@ class FlowCoordinatorCore:
             if self._retiring is None:
                 self._retiring = asyncio.get_running_loop().create_task(self._retire(), name="retire")
             return
+        self._closing = None  # grown back while it was leaving: it takes new runs again
         for record in await self.store.unfinished_runs():
             if record.coordinator != self.index and record.flow_id not in self.active:
                 claimed = await self._claimed_orphan(record, any_heir=False)
@@ -460,7 +462,7 @@ class FlowCoordinatorCore:
         send them, until no run of this coordinator runs and its streamer has delivered
         everything; then hand each paused run to its heir (`claim_run`, then the heir's
         `adopt`), forward every later call for `RETIRE_LINGER` seconds, and exit (`_exit`).
-        Growing back before that keeps it in the pool."""
+        Growing back before it exits keeps it in the pool (what it handed over stays handed)."""
         try:
             while True:
                 if self.index < self.count:
@@ -469,24 +471,26 @@ class FlowCoordinatorCore:
                     if not self.active and not self._continuing:  # nothing came in meanwhile
                         break
                 await asyncio.sleep(RETIRE_POLL)
-            self._closing = asyncio.Event()  # from here on, new runs and calls go to the heirs
+            closing = self._closing = asyncio.Event()  # from here on, new runs and calls go to the heirs
             handed: dict[int, list[str]] = {}
             for record in await self.store.unfinished_runs(self.index):
                 heir = coordinator_index(record.flow_id, self.count)
                 if await self.store.claim_run(record.flow_id, self.index, heir):
                     self._cancel_wake(record.flow_id)
                     handed.setdefault(heir, []).append(record.flow_id)
-            self._closing.set()
+            closing.set()
             for heir, flow_ids in handed.items():
                 if self.peers is not None:
                     await self.peers.call(heir, "adopt", flow_ids)
             log.info("coordinator %d: left the pool; %d paused runs handed over", self.index, len(handed))
             await asyncio.sleep(RETIRE_LINGER)
-            await self._exit()
+            if self.index >= self.count:
+                await self._exit()
         except Exception:
             log.exception("coordinator %d: leaving the pool failed; the next resize tries again", self.index)
-            self._retiring = None
             raise
+        finally:
+            self._retiring = None
 
     async def _delivered_all(self) -> bool:
         delivering: int = await self.streamer.delivering.remote()

@@ -135,6 +135,21 @@ async def test_growing_back_before_it_has_left_keeps_a_coordinator_in_the_pool(s
     assert cores[2]._closing is None and 2 in peers.cores
 
 
+async def test_growing_back_after_it_handed_over_keeps_it_too_and_it_takes_new_runs_again(store):
+    peers = LocalPeers()
+    cores = pool(store, peers, 3)
+    for core in list(cores.values()):
+        await core.set_pool_size(2)
+    await until(lambda: _true(cores[2]._closing is not None and cores[2]._closing.is_set()))
+    for core in list(cores.values()):
+        await core.set_pool_size(3)  # while it forwards late calls, before it exits
+    flow_id = flow_id_at((3, 2))
+    await submitted(cores[2], flow(flow_id, second="test_echo"))
+    assert (await store.get_run(flow_id)).coordinator == 2  # its own again, not forwarded
+    await asyncio.sleep(coordinator_module.RETIRE_LINGER + 0.2)
+    assert 2 in peers.cores and cores[2]._retiring is None
+
+
 async def test_after_growing_a_run_stays_with_its_coordinator_and_calls_reach_it(store):
     peers = LocalPeers()
     cores = pool(store, peers, 2)
