@@ -141,7 +141,7 @@ def _at_owner[**P, R](method: _FlowCall[P, R]) -> _FlowCall[P, R]:
         owner = await self._owner_elsewhere(flow_id)
         if owner is None or self.peers is None:
             return await method(self, flow_id, *args, **kwargs)
-        answer: R = await self.peers.call(owner, method.__name__, flow_id, *args, *kwargs.values())
+        answer: R = await self.peers.call(owner, method.__name__, flow_id, *args, **kwargs)
         return answer
 
     return at_owner

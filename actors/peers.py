@@ -20,7 +20,7 @@ from actors.names import NAMESPACE, coordinator_name
 class Peers(Protocol):
     def exists(self, index: int) -> bool: ...
 
-    async def call(self, index: int, method: str, *args: Any) -> Any: ...
+    async def call(self, index: int, method: str, *args: Any, **kwargs: Any) -> Any: ...
 
 
 class RayPeers:
@@ -31,6 +31,6 @@ class RayPeers:
             return False
         return True
 
-    async def call(self, index: int, method: str, *args: Any) -> Any:
+    async def call(self, index: int, method: str, *args: Any, **kwargs: Any) -> Any:
         handle = ray.get_actor(coordinator_name(index), namespace=NAMESPACE)
-        return await getattr(handle, method).remote(*args)
+        return await getattr(handle, method).remote(*args, **kwargs)

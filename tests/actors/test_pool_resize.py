@@ -44,11 +44,11 @@ class LocalPeers:
     def exists(self, index):
         return index in self.cores
 
-    async def call(self, index, method, *args):
+    async def call(self, index, method, *args, **kwargs):
         if index not in self.cores:
             raise ValueError(f"no coordinator {index}")
         self.calls.append((index, method))
-        return await getattr(self.cores[index], method)(*args)
+        return await getattr(self.cores[index], method)(*args, **kwargs)
 
 
 class Member(FlowCoordinatorCore):
@@ -158,7 +158,8 @@ async def test_after_growing_a_run_stays_with_its_coordinator_and_calls_reach_it
     pool(store, peers, 3, indexes=[2])
     for core in list(cores.values()):
         await core.set_pool_size(3)
-    answer = await cores[2].cancel(flow_id, "stop", "alice")  # where a replica routes it now
+    assert (await cores[2].cancel(flow_id, owner="mallory"))["outcome"] == "unknown"  # not theirs, even forwarded
+    answer = await cores[2].cancel(flow_id, owner="alice")  # where a replica routes it now (as the ingress calls)
     assert answer["outcome"] == "cancelled" and (1, "cancel") in peers.calls
     assert (await store.get_run(flow_id)).coordinator == 1
     assert await cores[2].status(flow_id, "mallory") is None  # forwarded calls keep their owner check

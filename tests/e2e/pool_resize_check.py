@@ -4,8 +4,8 @@ deployed on the embedded SQLite store and `COORDINATOR_COUNT=auto`.
 
 - Grow with the cluster: a head and a worker of 2 CPUs each give 2 coordinators; while an LLM
   flow of coordinator 1 streams, a third node of 2 CPUs joins and the ingress (at a health check)
-  grows the pool to 3. The flow's id now falls to coordinator 2: its status is still read (the
-  call is forwarded to coordinator 1, which runs it) and it completes there.
+  grows the pool to 3. The flow's id now falls to coordinator 2: its status and delivery state
+  are still read and it is cancelled (the calls are forwarded to coordinator 1, which runs it).
 - Shrink by the operator: with an LLM flow streaming and a flow paused on coordinator 2, the
   service is deployed again with `COORDINATOR_COUNT=2`: coordinator 2 finishes its flow, lets
   its streamer deliver everything, hands the paused run to its heir and exits with its streamer;
@@ -24,7 +24,7 @@ from tests.e2e.cluster_checks import exit_with
 from tests.e2e.node_failure_check import flow_body, wait_until
 
 DELAY = 0.1  # s between tokens
-LONG = 300  # tokens of the flow streaming while the pool grows (~30 s: longer than a health check)
+LONG = 3000  # tokens of the flow streaming while the pool grows (~5 min: it is cancelled first)
 SHORT = 60  # tokens of the flow streaming while the pool shrinks (~6 s)
 
 
@@ -96,6 +96,7 @@ def main() -> int:
         asked = httpx.get(f"{base}/flows/{grown}", timeout=30)
         delivery = asked.json().get("delivery") or {}  # streamer 1's: coordinator 2 forwarded the calls
         seen["grown_read"] = [asked.status_code, asked.json().get("status"), delivery.get("last_seq", 0) > 0]
+        seen["grown_cancel"] = httpx.post(f"{base}/flows/{grown}/cancel", timeout=30).status_code  # forwarded too
         seen["grown"] = seqs_and_end(backend2.wait_for_completion(f"ws/{grown}", timeout=120))
 
         # shrink: the operator deploys again with two coordinators

@@ -19,7 +19,8 @@ def test_the_pool_grows_with_the_cluster_and_shrinks_on_redeploy_without_losing_
     # its id falls to the new coordinator now, which forwards the calls: the status and the delivery
     # state come from coordinator 1 and its streamer (streamer 2 does not know the flow)
     assert seen["grown_read"] == [200, "running", True], seen
-    for flow in ("grown", "streaming", "waiting"):
-        assert seen[flow]["contiguous"] and seen[flow]["end"] == "completed", (flow, seen[flow])
+    assert seen["grown_cancel"] == 200
+    for flow, end in (("grown", "cancelled"), ("streaming", "completed"), ("waiting", "completed")):
+        assert seen[flow]["contiguous"] and seen[flow]["end"] == end, (flow, seen[flow])
     assert seen["resume"] == 200  # the paused run, handed to its heir, goes on from there
     assert seen["pool_after"] == [True, True, False]  # coordinator 2 and its streamer have exited
