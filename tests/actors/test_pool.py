@@ -35,3 +35,13 @@ def test_an_embedded_store_is_refused_on_nodes_of_several_hosts_only():
     for kind in ("sqlite", "memory"):
         problem = store_problem(kind, {"10.0.0.1", "10.0.0.2"})
         assert problem is not None and "RUN_STORE_URL" in problem and "2 hosts" in problem
+
+
+def test_an_actor_placed_by_spread_asks_for_a_trace_of_cpu_and_the_others_for_none():
+    """Ray spreads an actor over the nodes only if it asks for some resource (measured: with none,
+    3 coordinators shared 2 of 3 nodes in 3 of 4 tries); the node failure check needs them spread."""
+    from actors.names import SPREAD_CPUS, named_actor_options, on_node
+
+    assert 0 < named_actor_options("c", "", "SPREAD")["num_cpus"] == SPREAD_CPUS < 0.01
+    assert named_actor_options("s", "", on_node("ab" * 28))["num_cpus"] == 0
+    assert named_actor_options("x")["num_cpus"] == 0
