@@ -21,6 +21,7 @@ Contract: routes only translate HTTP to calls on the coordinator actors and back
 import asyncio
 import json
 import logging
+import os
 from dataclasses import asdict
 from typing import Any
 
@@ -97,6 +98,23 @@ def _not_found(flow_id: str) -> JSONResponse:
 # one loop, no hand-off between two per request (nothing here blocks its loop: large bodies are
 # validated in a thread). Measured in bench/bench_peer.py, see docs/BENCHMARKS.md.
 INGRESS_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+
+# Serve's controller runs its control loop every 0.1 s by default: ~3 % of a core on an idle
+# service, and GCS work with it. Every 0.5 s serves a service whose deployments rarely change
+# (replica health checks and autoscaling delays are in seconds). Serve reads it when its
+# controller starts, so it must be in the environment of the process that starts Ray:
+# `serve run serve_app:app` imports this module first (see `default_ray_env`), a cluster's
+# `ray start` has it on its command line (cluster.yaml). Measured in docs/BENCHMARKS.md.
+RAY_ENV = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}
+
+
+def default_ray_env() -> None:
+    """`RAY_ENV` in this process's environment where it is not set (the operator's value wins)."""
+    for name, value in RAY_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+default_ray_env()  # before `serve run` starts Ray: its processes inherit this environment
 
 
 @serve.deployment(

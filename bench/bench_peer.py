@@ -86,14 +86,14 @@ def start_peer() -> tuple[subprocess.Popen[bytes], str]:
     peer = subprocess.Popen([sys.executable, "-m", "bench.peer_service", str(port)])
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and peer.poll() is None:
         try:
             if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                 return peer, base
         except httpx.HTTPError:
             time.sleep(0.1)
     peer.kill()
-    raise RuntimeError("the peer did not start")
+    raise RuntimeError("the peer did not start (its error is above)")
 
 
 def replica_base(timeout: float = 30.0) -> str:

@@ -14,6 +14,7 @@ persistence, no retries, no auth, no limits: the smallest honest version of the 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -135,4 +136,6 @@ async def health() -> dict[str, str]:
 
 
 if __name__ == "__main__":
+    if importlib.util.find_spec("langgraph") is None:  # else every flow fails and its client waits for ever
+        sys.exit("bench/peer_service.py runs flows with LangGraph: pip install -r requirements-bench.txt")
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

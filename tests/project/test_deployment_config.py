@@ -1,6 +1,7 @@
 """cluster.yaml and serve_config.yaml load with Ray's own validators (no network)."""
 
 import copy
+import os
 from pathlib import Path
 
 import yaml
@@ -54,7 +55,10 @@ def test_the_serve_config_keeps_the_ingress_options_of_the_code():
 def test_every_nodes_ray_start_runs_serves_haproxy_mode():
     """Serve reads RAY_SERVE_ENABLE_HA_PROXY when its controller, proxies and replicas start: it is in
     the environment of every node's `ray start` (head and workers), not in the app's runtime_env,
-    where it would reach only the replicas (each opening a port that nothing uses)."""
+    where it would reach only the replicas (each opening a port that nothing uses). So is
+    `serve_app.RAY_ENV`, read when Serve's controller starts."""
+    import serve_app
+
     config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     starts = [
         command
@@ -65,6 +69,9 @@ def test_every_nodes_ray_start_runs_serves_haproxy_mode():
     assert len(starts) == 2
     for command in starts:
         assert "RAY_SERVE_ENABLE_HA_PROXY=1" in command.split("ray start")[0].split()
+        assert {f"{name}={value}" for name, value in serve_app.RAY_ENV.items()} <= set(
+            command.split("ray start")[0].split()
+        )
     app = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]
     assert not [name for name in app["runtime_env"]["env_vars"] if name.startswith("RAY_SERVE_")]
 
@@ -80,3 +87,17 @@ def test_the_dockerfile_starts_serve_run_with_options_it_has():
     known = {opt for param in cli.commands["run"].params for opt in param.opts}
     assert [arg for arg in command[2:-1] if arg.startswith("-") and arg not in known] == []
     assert "ENV RAY_SERVE_DEFAULT_HTTP_HOST=0.0.0.0" in (ROOT / "Dockerfile").read_text()  # reachable from outside
+
+
+def test_serve_run_gives_ray_the_service_s_ray_environment_unless_the_operator_set_it(monkeypatch):
+    """`serve run serve_app:app` imports the module before it starts Ray: what it puts in the
+    environment then reaches Serve's controller; a value the operator set is kept."""
+    import serve_app
+
+    name, value = next(iter(serve_app.RAY_ENV.items()))
+    monkeypatch.delenv(name, raising=False)
+    serve_app.default_ray_env()
+    assert os.environ[name] == value
+    monkeypatch.setenv(name, "0.2")
+    serve_app.default_ray_env()
+    assert os.environ[name] == "0.2"
