@@ -58,7 +58,7 @@ def ensure_coordinators(setting: int | Literal["auto"], resource: str = "") -> l
     """The pool's coordinators, creating those missing (blocks until coordinator 0 answers);
     they require the custom resource `resource` when it is set."""
     first = _coordinator(0, pool_size(setting, ray.cluster_resources().get("CPU", 0.0)), resource)
-    count: int = ray.get(first.pool_size.remote())  # the size it was created with wins
+    count: int = ray.get(first.pool_size.remote())  # coordinator 0 holds the size (`follow_pool` changes it)
     return [first, *(_coordinator(i, count, resource) for i in range(1, count))]
 
 
