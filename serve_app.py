@@ -233,9 +233,8 @@ class FlowExecutorIngress:
         the store holds open."""
         if self.settings.run_store_kind() != "memory":
             try:
-                await self._follow_pool(
-                    pool_size(self.settings.coordinator_count, ray.cluster_resources().get("CPU", 0))
-                )
+                cpus = (await asyncio.to_thread(ray.cluster_resources)).get("CPU", 0)  # a GCS call: off the loop
+                await self._follow_pool(pool_size(self.settings.coordinator_count, cpus))
             except Exception as exc:  # the pool keeps its size until the next check
                 log.warning("resizing the coordinator pool failed: %s", exc)
         await asyncio.gather(*(c.stats.remote() for c in self.coordinators))

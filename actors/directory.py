@@ -82,6 +82,7 @@ async def follow_pool(pool: list[Any], desired: int, span: int, resource: str = 
     if known != desired or len(pool) != desired:
         pool = [first, *(_coordinator(i, desired, resource) for i in range(1, desired))]
         await asyncio.gather(*(c.set_pool_size.remote(desired) for c in pool[1:]))
-    leaving = {i: c for i in range(desired, max(span, known)) if (c := _existing(i)) is not None}
+    found = await asyncio.gather(*(asyncio.to_thread(_existing, i) for i in range(desired, max(span, known))))
+    leaving = {desired + i: c for i, c in enumerate(found) if c is not None}
     await asyncio.gather(*(c.set_pool_size.remote(desired) for c in leaving.values()))
     return pool, max(leaving, default=desired - 1) + 1
