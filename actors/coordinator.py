@@ -480,8 +480,7 @@ class FlowCoordinatorCore:
                     handed.setdefault(heir, []).append(record.flow_id)
             closing.set()
             for heir, flow_ids in handed.items():
-                if self.peers is not None:
-                    await self.peers.call(heir, "adopt", flow_ids)
+                await self._tell_heir(heir, flow_ids)
             log.info("coordinator %d: left the pool; %d paused runs handed over", self.index, len(handed))
             await asyncio.sleep(RETIRE_LINGER)
             if self.index >= self.count:
@@ -491,6 +490,22 @@ class FlowCoordinatorCore:
             raise
         finally:
             self._retiring = None
+
+    async def _tell_heir(self, heir: int, flow_ids: list[str]) -> None:
+        """Ask `heir` to take up the paused runs now its own in the store. If it cannot be asked
+        (being restarted), it takes them up at its start, as every coordinator does its own."""
+        if self.peers is None:
+            return
+        try:
+            await self.peers.call(heir, "adopt", flow_ids)
+        except Exception as exc:
+            log.warning(
+                "coordinator %d: coordinator %d was not told of %d paused runs: %s",
+                self.index,
+                heir,
+                len(flow_ids),
+                exc,
+            )
 
     async def _delivered_all(self) -> bool:
         delivering: int = await self.streamer.delivering.remote()

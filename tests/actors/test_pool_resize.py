@@ -123,6 +123,31 @@ async def test_a_coordinator_leaving_the_pool_finishes_its_runs_hands_over_the_p
     assert after[-1]["type"] == "flow_completed"
 
 
+async def test_an_heir_that_cannot_be_told_does_not_keep_a_coordinator_from_leaving(store):
+    """The heir takes the paused run up when it starts again, like every run the store gives it."""
+    peers = LocalPeers()
+    cores = pool(store, peers, 3)
+    waiting = flow_id_at((3, 2))
+    await submitted(cores[2], waiting_flow(waiting, timeout=3600))
+    await until(lambda: _paused(store, waiting))
+    heir = coordinator_index(waiting, 2)
+    told = peers.call
+
+    async def unreachable(index, method, *args, **kwargs):
+        if method == "adopt":
+            raise ConnectionError("the heir is being restarted")
+        return await told(index, method, *args, **kwargs)
+
+    peers.call = unreachable
+    for core in list(cores.values()):
+        await core.set_pool_size(2)
+    await until(lambda: _true(2 not in peers.cores))
+    assert (await store.get_run(waiting)).coordinator == heir and waiting not in cores[heir]._wakes
+    restarted = pool(store, peers, 2, indexes=[heir])[heir]
+    await restarted.stats()  # its first call: it takes up the runs the store gives it
+    assert waiting in restarted._wakes  # the paused run's timer is set at the heir
+
+
 async def test_growing_back_before_it_has_left_keeps_a_coordinator_in_the_pool(store):
     peers = LocalPeers()
     cores = pool(store, peers, 3)
