@@ -140,8 +140,11 @@ class FlowExecutorIngress:
         self.isolation: str | None = None if self.settings.allow_custom_code else "disabled"
         self._isolation_query: asyncio.Future[None] | None = None
 
+    def _index(self, flow_id: str) -> int:
+        return coordinator_index(flow_id, len(self.coordinators))
+
     def _coordinator(self, flow_id: str) -> Any:
-        return self.coordinators[coordinator_index(flow_id, len(self.coordinators))]
+        return self.coordinators[self._index(flow_id)]
 
     async def _submit(self, flow_id: str, body: bytes, caller: str) -> SubmitOutcome:
         """Submissions to one coordinator share actor calls (`CallBatcher`); a body large enough
@@ -149,7 +152,7 @@ class FlowExecutorIngress:
         if len(body) > INLINE_LIMIT:
             answer: SubmitOutcome = await self._coordinator(flow_id).submit.remote(body, caller)
             return answer
-        return await self.submitters[coordinator_index(flow_id, len(self.coordinators))].call((body, caller))
+        return await self.submitters[self._index(flow_id)].call((body, caller))
 
     async def _validated(self, request: Request) -> tuple[bytes, ExecuteRequest, Validation] | JSONResponse:
         """The body, the request and its validation when within the size and time limits and
@@ -240,8 +243,8 @@ class FlowExecutorIngress:
         await asyncio.gather(*(c.stats.remote() for c in self.coordinators))
 
     async def _follow_pool(self, desired: int) -> None:
-        span = max(self.pool_span, len(self.coordinators))
-        pool, self.pool_span = await follow_pool(self.coordinators, desired, span, self.settings.coordinator_resource)
+        resource = self.settings.coordinator_resource
+        pool, self.pool_span = await follow_pool(self.coordinators, desired, self.pool_span, resource)
         if pool is not self.coordinators:
             kept = self.submitters[: len(pool)]
             self.submitters = kept + [CallBatcher(c.submit_many.remote) for c in pool[len(kept) :]]

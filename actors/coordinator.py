@@ -219,7 +219,7 @@ class FlowCoordinatorCore:
         `conflict` (its flow id is running, or held by another owner) or `invalid`."""
         await self._ready_once()
         validation = await validate_off_loop(body, self.settings, self.registry)
-        heir = self._heir_of_new(validation)
+        heir = self._heir_of_new(validation.request.flow_id if validation.request else None)
         if heir is not None and self.peers is not None:
             answer: SubmitOutcome = await self.peers.call(heir, "submit", body, owner)
             return answer
@@ -240,7 +240,8 @@ class FlowCoordinatorCore:
             await asyncio.sleep(0)  # the loop's other work (tokens to relay) between two validations
         outcomes: list[_Admission | SubmitOutcome | BaseException] = []
         for (body, owner), admission in zip(entries, admissions, strict=True):
-            heir = None if isinstance(admission, BaseException) else self._heir_of_new(admission.validation)
+            request = None if isinstance(admission, BaseException) else admission.validation.request
+            heir = self._heir_of_new(request.flow_id if request else None)
             if heir is not None and self.peers is not None:  # late, to a coordinator that has left the pool
                 outcomes.append((await self.peers.call(heir, "submit_many", [(body, owner)]))[0])
             else:
@@ -248,12 +249,13 @@ class FlowCoordinatorCore:
         answers = iter(await self._admit([o for o in outcomes if isinstance(o, _Admission)]))
         return [next(answers) if isinstance(o, _Admission) else o for o in outcomes]
 
-    def _heir_of_new(self, validation: Validation) -> int | None:
-        """The coordinator a new run goes to instead of this one, which has left the pool; None
-        while this one takes new runs (or the request is invalid: it is answered here)."""
-        if self._closing is None or validation.request is None:
+    def _heir_of_new(self, flow_id: str | None) -> int | None:
+        """The coordinator a new run of `flow_id` goes to instead of this one, which has left the
+        pool; None while this one takes new runs (or there is no flow id, the request being
+        invalid: it is answered here)."""
+        if self._closing is None or flow_id is None:
             return None
-        heir = coordinator_index(validation.request.flow_id, self.count)
+        heir = coordinator_index(flow_id, self.count)
         return None if heir == self.index else heir
 
     async def _create_and_start(
@@ -320,8 +322,8 @@ class FlowCoordinatorCore:
         """Start the re-run `request` (a `RerunRequest`) of the run `source` came from."""
         await self._ready_once()
         rerun = RerunRequest.model_validate(request)
-        if self._closing is not None and self.peers is not None:  # late, to a coordinator that has left the pool
-            heir = coordinator_index(rerun.flow_id, self.count)
+        heir = self._heir_of_new(rerun.flow_id)
+        if heir is not None and self.peers is not None:  # late, to a coordinator that has left the pool
             answer: SubmitOutcome = await self.peers.call(heir, "rerun", original_id, source, request, owner)
             return answer
         body, from_element, problems = rerun_body(source["body"], rerun, source["snapshot"])
@@ -402,9 +404,13 @@ class FlowCoordinatorCore:
     async def resume_unfinished(self) -> list[str]:
         """Resume the store's unfinished runs that belong to this coordinator — and those of a
         coordinator that no longer exists whose flow ids fall to this one — ; their flow ids."""
+        return await self._take_up_unfinished(own=True)
+
+    async def _take_up_unfinished(self, *, own: bool) -> list[str]:
+        """`resume_unfinished`; without `own`, only the runs of coordinators that no longer exist."""
         resumed = []
         for record in await self.store.unfinished_runs():
-            if record.flow_id in self.active:
+            if record.flow_id in self.active or (record.coordinator == self.index and not own):
                 continue
             if record.coordinator != self.index:
                 claimed = await self._claimed_orphan(record, any_heir=False)
@@ -451,11 +457,7 @@ class FlowCoordinatorCore:
                 self._retiring = asyncio.get_running_loop().create_task(self._retire(), name="retire")
             return
         self._closing = None  # grown back while it was leaving: it takes new runs again
-        for record in await self.store.unfinished_runs():
-            if record.coordinator != self.index and record.flow_id not in self.active:
-                claimed = await self._claimed_orphan(record, any_heir=False)
-                if claimed is not None:
-                    await self._take_up(claimed)
+        await self._take_up_unfinished(own=False)
 
     async def _retire(self) -> None:
         """Leave the pool without losing a flow: take new runs while ingress replicas still

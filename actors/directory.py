@@ -30,7 +30,8 @@ from typing import Any, Literal
 import ray
 
 from actors.coordinator import FlowCoordinator
-from actors.names import NAMESPACE, coordinator_name, named_actor_options, pool_size
+from actors.names import coordinator_name, named_actor_options, pool_size
+from actors.peers import existing_coordinator
 from actors.ray_types import remote_view
 
 
@@ -62,14 +63,6 @@ def ensure_coordinators(setting: int | Literal["auto"], resource: str = "") -> l
     return [first, *(_coordinator(i, count, resource) for i in range(1, count))]
 
 
-def _existing(index: int) -> Any | None:
-    """Coordinator `index` if it exists (a coordinator that left the pool may still)."""
-    try:
-        return ray.get_actor(coordinator_name(index), namespace=NAMESPACE)
-    except ValueError:
-        return None
-
-
 async def follow_pool(pool: list[Any], desired: int, span: int, resource: str = "") -> tuple[list[Any], int]:
     """The pool, resized to `desired` coordinators when it has another size (see the module's
     contract), and the span to pass next time. Coordinators of index `desired` up to `span`
@@ -82,7 +75,9 @@ async def follow_pool(pool: list[Any], desired: int, span: int, resource: str = 
     if known != desired or len(pool) != desired:
         pool = [first, *(_coordinator(i, desired, resource) for i in range(1, desired))]
         await asyncio.gather(*(c.set_pool_size.remote(desired) for c in pool[1:]))
-    found = await asyncio.gather(*(asyncio.to_thread(_existing, i) for i in range(desired, max(span, known))))
+    found = await asyncio.gather(
+        *(asyncio.to_thread(existing_coordinator, i) for i in range(desired, max(span, known)))
+    )
     leaving = {desired + i: c for i, c in enumerate(found) if c is not None}
     await asyncio.gather(*(c.set_pool_size.remote(desired) for c in leaving.values()))
     return pool, max(leaving, default=desired - 1) + 1
